@@ -1,0 +1,39 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Where `make run` keeps its SQLite database, models and caches.
+DEMO_DATA ?= $(CURDIR)/var/demo
+SHARED_PLATE := $(CURDIR)/../shared/data/formulatrix_90j8
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[all]"
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc db upgrade
+	@if [ -d "$(SHARED_PLATE)" ]; then \
+	  MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc ingest "$(SHARED_PLATE)"; fi
+	@echo "Open http://$(HOST):$(PORT)/api/v1/plates"
+	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: install lint
+	$(BIN)/python -m pytest
+
+bench: install
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

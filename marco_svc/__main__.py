@@ -1,0 +1,3 @@
+from marco_svc.cli import main
+
+main()

@@ -1,0 +1,27 @@
+"""The Flask application factory: settings, database, blueprints and JSON problem errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+
+from marco_svc.api import health, problems, v1
+from marco_svc.runtime import Runtime, open_runtime
+
+
+def create_app(runtime: Runtime | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app over a runtime (opened from the settings when not given)."""
+    runtime = runtime or open_runtime()
+    app = Flask(__name__)
+    app.config.update(
+        MAX_CONTENT_LENGTH=None,
+        JSON_SORT_KEYS=False,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["marco"] = runtime
+    problems.register(app)
+    app.register_blueprint(health.blueprint)
+    app.register_blueprint(v1.blueprint, url_prefix="/api/v1")
+    return app

@@ -1,0 +1,29 @@
+"""GET /healthz: the service answers and its database is reachable."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+from sqlalchemy import text
+
+from marco_svc import __version__
+from marco_svc.api.context import db_session, runtime
+from marco_svc.api.problems import problem_response
+from marco_svc.db import migrate
+
+blueprint = Blueprint("health", __name__)
+
+
+@blueprint.get("/healthz")
+def healthz():
+    try:
+        with db_session() as session:
+            session.execute(text("SELECT 1"))
+        revision = migrate.current_revision(runtime().db.engine)
+    except Exception as exc:
+        return problem_response(503, "Database unavailable", str(exc).splitlines()[0])
+    return {
+        "status": "ok",
+        "version": __version__,
+        "database": runtime().db.url.get_backend_name(),
+        "schema": revision,
+    }

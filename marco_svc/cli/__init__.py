@@ -1,0 +1,54 @@
+"""The `marco-svc` command line: one group, one module per family of commands."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from marco_svc import __version__
+from marco_svc.cli import db, images, ingest, plates, serve, settings
+from marco_svc.cli.common import CliState
+
+
+class _OneLineErrors(click.Group):
+    """Report any failure as one line and a non-zero exit; MARCO_DEBUG=1 shows the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+        except Exception as exc:
+            if os.environ.get("MARCO_DEBUG"):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise click.ClickException(message) from None
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="marco-svc")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    envvar="MARCO_CONFIG",
+    help="TOML settings file (default: MARCO_CONFIG).",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (at the log_level setting).")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, verbose: bool) -> None:
+    """Score crystallization-drop images as imagers produce them."""
+    ctx.obj = CliState(config_file, verbose)
+    ctx.call_on_close(ctx.obj.close)
+
+
+for module in (db, serve, ingest, plates, images, settings):
+    cli.add_command(module.command)
+
+
+def main() -> None:
+    cli(prog_name="marco-svc")

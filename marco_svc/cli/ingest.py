@@ -1,0 +1,77 @@
+"""`marco-svc ingest`: files or folders through the imager adapters into the database."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from imager_adapters.registry import adapter_named, is_image_file, parse_path
+from marco_svc.cli.common import CliState, echo_json, existing_paths, json_option, pass_state
+from marco_svc.ingest import ingest
+
+
+def image_files(root: Path) -> Iterator[Path]:
+    """Image files under root, sorted; an unreadable folder is an error, not a silent skip."""
+    if root.is_file():
+        yield root
+        return
+
+    def fail(exc: OSError) -> None:
+        raise click.ClickException(f"cannot read folder {exc.filename}: {exc.strerror}")
+
+    for folder, subfolders, files in os.walk(root, onerror=fail):
+        subfolders.sort()
+        for name in sorted(files):
+            path = Path(folder) / name
+            if is_image_file(path):
+                yield path
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--adapter", "adapter_name", help="Use only this imager adapter.")
+@json_option
+@pass_state
+def command(
+    state: CliState, paths: tuple[str, ...], adapter_name: str | None, as_json: bool
+) -> None:
+    """Store image files (or every image under folders) as plates, drops and images."""
+    roots = existing_paths(paths)
+    for root in roots:
+        if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+            raise click.ClickException(f"cannot read folder {root}: permission denied")
+    chosen = [adapter_named(adapter_name)] if adapter_name else None
+    runtime = state.runtime()
+    counts: Counter[str] = Counter()
+    results = []
+    for root in roots:
+        for path in image_files(root):
+            result = ingest(runtime.db, parse_path(path, chosen), runtime.settings.max_image_pixels)
+            counts[result.outcome] += 1
+            results.append(result)
+            if result.outcome == "failed" and not as_json:
+                click.echo(f"failed: {path}: {result.reason}", err=True)
+    if as_json:
+        echo_json(
+            {
+                "counts": dict(counts),
+                "results": [
+                    {
+                        "path": str(r.path),
+                        "outcome": r.outcome,
+                        "image_id": r.image_id,
+                        "reason": r.reason,
+                    }
+                    for r in results
+                ],
+            }
+        )
+    else:
+        click.echo(
+            f"{counts['created']} new, {counts['duplicate']} already stored, "
+            f"{counts['failed']} failed"
+        )

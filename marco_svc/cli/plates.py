@@ -1,0 +1,47 @@
+"""`marco-svc plates`: what is stored, per plate."""
+
+from __future__ import annotations
+
+import click
+
+from marco_svc import queries
+from marco_svc.cli.common import CliState, echo_json, json_option, pass_state
+
+
+@click.group("plates")
+def command() -> None:
+    """List plates and show one."""
+
+
+@command.command("list")
+@json_option
+@pass_state
+def list_plates(state: CliState, as_json: bool) -> None:
+    """Every plate with its type and image count."""
+    with state.runtime().db.session() as session:
+        rows = queries.list_plates(session)
+    if as_json:
+        echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['barcode']:<20} {row['plate_type']:<7} {row['images']:>6} images")
+
+
+@command.command("show")
+@click.argument("barcode")
+@json_option
+@pass_state
+def show(state: CliState, barcode: str, as_json: bool) -> None:
+    """One plate: inspections, and every image with well, drop, status and latest score."""
+    with state.runtime().db.session() as session:
+        detail = queries.plate_detail(session, barcode)
+    if detail is None:
+        raise click.ClickException(f"no plate with barcode {barcode!r}")
+    if as_json:
+        echo_json(detail)
+        return
+    click.echo(f"plate {detail['barcode']} ({detail['plate_type']}), {detail['images']} images")
+    for image in detail["images"]:
+        score = image["score"]
+        verdict = f"{score['top_class']} p_crystal={score['p_crystal']:.3f}" if score else "-"
+        click.echo(f"  {image['well']:<4} d{image['drop']} {image['status']:<7} {verdict}")

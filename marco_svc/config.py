@@ -1,0 +1,156 @@
+"""One settings object: `MARCO_*` environment variables over a TOML file over defaults.
+
+Every setting is declared once, as a field of `Settings` with its help text; the
+environment names, the TOML keys and `marco-svc settings` all come from that table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+ENV_PREFIX = "MARCO_"
+CONFIG_ENV = "MARCO_CONFIG"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+def _setting(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of marco-svc; see `marco-svc settings` for the live values."""
+
+    data_dir: Path = _setting(  # noqa: RUF009 - returns a dataclasses.field
+        None,
+        "Folder for the SQLite file, the model registry and caches "
+        "(default: the per-user data folder).",
+    )
+    database_url: str = _setting(
+        "",
+        "SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...); default: SQLite in data_dir.",
+    )
+    host: str = _setting("127.0.0.1", "Address `marco-svc serve` listens on.")
+    port: int = _setting(8080, "Port `marco-svc serve` listens on.")
+    threads: int = _setting(8, "Worker threads of the HTTP server.")
+    auto_upgrade: bool = _setting(True, "Upgrade the database schema when the service starts.")
+    max_image_pixels: int = _setting(
+        60_000_000, "Largest image (width x height) accepted; larger is a recorded failure."
+    )
+    log_level: str = _setting("INFO", "Logging level (DEBUG, INFO, WARNING, ERROR).")
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        """The data folder, created on first use."""
+        path = (
+            Path(self.data_dir)
+            if self.data_dir
+            else Path(platformdirs.user_data_dir("marco-svc", appauthor=False))
+        )
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data folder."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'marco.sqlite3'}"
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The settings table: name, environment variable, value and help."""
+        return [
+            {
+                "name": f.name,
+                "env": ENV_PREFIX + f.name.upper(),
+                "value": _jsonable(getattr(self, f.name)),
+                "help": f.metadata["help"],
+            }
+            for f in dataclasses.fields(self)
+        ]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    """Turn a TOML or environment value into the field's type."""
+    kind = {"Path": Path, "str": str, "int": int, "bool": bool, "float": float}.get(
+        kind if isinstance(kind, str) else getattr(kind, "__name__", ""), kind
+    )
+    if kind == "list[str]" or str(kind).startswith("list"):
+        if isinstance(raw, str):
+            return [part for part in raw.split(os.pathsep) if part]
+        return [str(item) for item in raw]
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise SettingsError(f"setting {name}: expected true/false, got {raw!r}")
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name}: cannot read {raw!r} ({exc})") from None
+
+
+def _config_file(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    default = Path(platformdirs.user_config_dir("marco-svc", appauthor=False)) / "marco.toml"
+    return default if default.is_file() else None
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings: overrides over `MARCO_*` variables over the TOML file over defaults."""
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    path = _config_file(config_file, env)
+    if path is not None:
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise SettingsError(f"config file not found: {path}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+        table = table.get("marco", table)
+        for key, raw in table.items():
+            if key not in fields:
+                raise SettingsError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, fields[key].type, raw)
+    for name, f in fields.items():
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = _coerce(name, f.type, raw)
+    for name, raw in overrides.items():
+        if name not in fields:
+            raise SettingsError(f"unknown setting {name!r}")
+        if raw is not None:
+            values[name] = raw
+    return Settings(**values)

@@ -1,0 +1,5 @@
+"""SQL storage: models, engine and sessions, migrations."""
+
+from marco_svc.db.session import Database, DatabaseURLError
+
+__all__ = ["Database", "DatabaseURLError"]

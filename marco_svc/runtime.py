@@ -1,0 +1,43 @@
+"""What a running command or service holds: settings and an upgraded database."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from marco_svc.config import Settings, load_settings
+from marco_svc.db import migrate
+from marco_svc.db.session import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def open_runtime(settings: Settings | None = None, upgrade: bool | None = None) -> Runtime:
+    """Connect to the configured database and bring (or check) its schema up to date."""
+    settings = settings or load_settings()
+    db = Database(settings.resolved_database_url)
+    try:
+        if settings.auto_upgrade if upgrade is None else upgrade:
+            before = migrate.check_not_newer(db.engine)
+            if before != migrate.head_revision():
+                log.info(
+                    "upgrading database schema from %s to %s",
+                    before or "nothing",
+                    migrate.head_revision(),
+                )
+                migrate.upgrade(db.engine)
+        else:
+            migrate.require_current(db.engine)
+    except BaseException:
+        db.dispose()
+        raise
+    return Runtime(settings, db)

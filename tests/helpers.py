@@ -1,0 +1,53 @@
+"""Small test helpers: run the real console script, make JPEG files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = (), **kw: Any
+) -> subprocess.CompletedProcess:
+    """Run `python -m marco_svc ARGS` as a user would (after `prefix`), capturing output."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    full_env.pop("MARCO_DEBUG", None)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "marco_svc", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+        **kw,
+    )
+
+
+def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
+    done = run_cli(*args, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
+    """A small valid JPEG with seeded content (different seeds give different bytes)."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_jpeg(path: Path, seed: int = 0, **kw: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes(seed=seed, **kw))
+    return path

@@ -1,0 +1,49 @@
+"""The Flask app: health, plates and images as JSON, errors as problem documents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+
+from imager_adapters.registry import parse_path
+from marco_svc.api import create_app
+from marco_svc.ingest import ingest
+from marco_svc.runtime import Runtime
+from tests.helpers import write_jpeg
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> FlaskClient:
+    return create_app(runtime).test_client()
+
+
+def test_healthz(client: FlaskClient, runtime: Runtime) -> None:
+    answer = client.get("/healthz")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert body["status"] == "ok"
+    assert body["database"] == runtime.db.url.get_backend_name()
+
+
+def test_plates_and_images(client: FlaskClient, runtime: Runtime, tmp_path: Path) -> None:
+    folder = tmp_path / "B7_2024-03-04_RI2-0002-1drop"
+    for seed, name in enumerate(["B7_01A_1.jpg", "B7_12H_1.jpg"]):
+        ingest(runtime.db, parse_path(write_jpeg(folder / name, seed=seed)))
+    plates = client.get("/api/v1/plates").get_json()["plates"]
+    assert [(p["barcode"], p["images"]) for p in plates] == [("B7", 2)]
+    detail = client.get("/api/v1/plates/B7").get_json()
+    assert [i["well"] for i in detail["images"]] == ["A1", "H12"]
+    images = client.get("/api/v1/images?status=new").get_json()["images"]
+    assert len(images) == 2
+
+
+def test_errors_are_problem_documents(client: FlaskClient) -> None:
+    answer = client.get("/api/v1/plates/NOPE")
+    assert answer.status_code == 404
+    assert answer.mimetype == "application/problem+json"
+    assert answer.get_json()["title"] == "Plate not found"
+    bad = client.get("/api/v1/images?status=bogus")
+    assert bad.status_code == 422 and "unknown status" in bad.get_json()["detail"]
+    assert client.get("/no/such/page").status_code == 404

@@ -1,0 +1,53 @@
+"""Settings: environment over TOML file over defaults; bad values are clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from marco_svc.config import Settings, SettingsError, load_settings
+
+
+def test_defaults_need_no_configuration(tmp_path: Path) -> None:
+    settings = load_settings(env={"MARCO_DATA_DIR": str(tmp_path)})
+    assert settings.resolved_database_url == f"sqlite:///{tmp_path / 'marco.sqlite3'}"
+    assert settings.port == 8080
+
+
+def test_environment_over_file_over_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "marco.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\nauto_upgrade = false\n')
+    settings = load_settings(config, env={"MARCO_PORT": "9100"})
+    assert (settings.port, settings.host, settings.auto_upgrade) == (9100, "0.0.0.0", False)
+
+
+def test_file_may_use_a_marco_table(tmp_path: Path) -> None:
+    config = tmp_path / "marco.toml"
+    config.write_text('[marco]\ndatabase_url = "postgresql+psycopg://x@h/db"\n')
+    settings = load_settings(env={"MARCO_CONFIG": str(config)})
+    assert settings.resolved_database_url == "postgresql+psycopg://x@h/db"
+
+
+@pytest.mark.parametrize(
+    ("content", "env", "message"),
+    [
+        ("nonsense = 1\n", {}, "unknown setting 'nonsense'"),
+        ("port = [\n", {}, "config file"),
+        ("", {"MARCO_PORT": "eighty"}, "setting port"),
+        ("", {"MARCO_AUTO_UPGRADE": "maybe"}, "expected true/false"),
+    ],
+)
+def test_bad_settings_are_clear_errors(
+    tmp_path: Path, content: str, env: dict[str, str], message: str
+) -> None:
+    config = tmp_path / "marco.toml"
+    config.write_text(content)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(config, env=env)
+
+
+def test_every_setting_is_described() -> None:
+    rows = Settings().describe()
+    assert all(row["help"] and row["env"].startswith("MARCO_") for row in rows)
+    assert {"data_dir", "database_url", "port"} <= {row["name"] for row in rows}

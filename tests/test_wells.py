@@ -1,0 +1,41 @@
+"""Plate geometry: well names and numbers both ways, supported layouts."""
+
+from __future__ import annotations
+
+import pytest
+
+from imager_adapters.wells import GeometryError, parse_plate_type, plate_type, split_well
+
+
+@pytest.mark.parametrize(("wells", "last"), [(96, "H12"), (384, "P24")])
+def test_well_numbers_round_trip(wells: int, last: str) -> None:
+    plate = plate_type(wells, 1)
+    names = [plate.well_from_number(n) for n in range(1, wells + 1)]
+    assert names[0] == "A1" and names[1] == "A2" and names[-1] == last
+    assert len(set(names)) == wells
+    assert [plate.well_number(name) for name in names] == list(range(1, wells + 1))
+
+
+def test_well_names_are_canonical() -> None:
+    assert split_well("b07") == (1, 7)
+    assert plate_type(96, 2).check_well("h012") == "H12"
+
+
+@pytest.mark.parametrize("text", ["96x5", "384x4", "48x1", "96xx"])
+def test_unsupported_plate_types(text: str) -> None:
+    with pytest.raises(GeometryError):
+        parse_plate_type(text)
+
+
+def test_supported_plate_types() -> None:
+    assert parse_plate_type("96x4").name == "96x4"
+    assert parse_plate_type("384x3").wells == 384
+    assert parse_plate_type("96").drops == 1
+
+
+@pytest.mark.parametrize(("wells", "well"), [(96, "I1"), (96, "A13"), (384, "Q1")])
+def test_wells_off_the_plate(wells: int, well: str) -> None:
+    with pytest.raises(GeometryError):
+        plate_type(wells, 1).check_well(well)
+    with pytest.raises(GeometryError):
+        plate_type(wells, 1).well_from_number(wells + 1)
