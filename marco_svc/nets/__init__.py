@@ -1,0 +1,1 @@
+"""Networks, their model cards, preprocessing and runners."""

@@ -1,0 +1,1 @@
+"""Scoring: crystal rules, image-quality checks, saliency, and the batch engine."""
