@@ -51,6 +51,14 @@ class Settings:
         60_000_000, "Largest image (width x height) accepted; larger is a recorded failure."
     )
     log_level: str = _setting("INFO", "Logging level (DEBUG, INFO, WARNING, ERROR).")
+    model: str = _setting(
+        "", "Model that scores (NAME or NAME:VERSION); default: the active model version."
+    )
+    crystal_rule: str = _setting(
+        "threshold:0.5",
+        "When a drop is a hit: top_k:K (a crystal class among the K most probable), "
+        "threshold:T (P(Crystals) >= T) or threshold:op=NAME (a model-card operating point).",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:
