@@ -1,0 +1,1 @@
+"""Training, evaluation and export: data readers, splits, recipes, metrics, reports."""
