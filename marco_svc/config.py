@@ -59,6 +59,11 @@ class Settings:
         "When a drop is a hit: top_k:K (a crystal class among the K most probable), "
         "threshold:T (P(Crystals) >= T) or threshold:op=NAME (a model-card operating point).",
     )
+    lab_rules: str = _setting(
+        "",
+        "Crystal rules per lab, by plate-barcode prefix: 'PREFIX=RULE; PREFIX=RULE' "
+        "(e.g. 'HWI=top_k:3; C3=threshold:op=fpr_0.016'); other plates use crystal_rule.",
+    )
 
     @property
     def resolved_data_dir(self) -> Path:

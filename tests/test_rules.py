@@ -68,3 +68,16 @@ def test_ten_to_four() -> None:
     vector = np.array([TEN[label] for label in MERCK10_LABELS])
     np.testing.assert_allclose(vector @ matrix, [four[label] for label in MARCO4_LABELS])
     assert (matrix.sum(axis=1) == 1).all()
+
+
+def test_lab_rules_by_longest_prefix() -> None:
+    from marco_svc.scoring.lab_rules import LabRules
+
+    rules = LabRules.parse("threshold:0.5", "HWI=top_k:3; HWI-X=top_k:1 ;C3=threshold:op=fpr_0.016")
+    assert str(rules.for_barcode("HWI-001")) == "top_k:3"
+    assert str(rules.for_barcode("HWI-X7")) == "top_k:1"
+    assert str(rules.for_barcode("C3-9")) == "threshold:op=fpr_0.016"
+    assert str(rules.for_barcode("90j8")) == "threshold:0.5"
+    assert str(rules.for_barcode(None)) == "threshold:0.5"
+    with pytest.raises(RuleError, match="PREFIX=RULE"):
+        LabRules.parse("top_k:3", "no-equals-sign")
