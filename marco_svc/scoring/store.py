@@ -1,0 +1,142 @@
+"""Where scoring meets the database: what is pending, saving scores, re-deciding hits.
+
+Pending = every image that is not failed and has no score from the given model version,
+new images first; so scoring after a crash, or after a new version is activated, picks
+up exactly what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import case, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from marco_svc.db.models import Drop, Image, Inspection, ModelVersion, Plate, Score, utcnow
+from marco_svc.db.session import Database
+from marco_svc.scoring.lab_rules import LabRules
+from marco_svc.scoring.rules import CrystalRule, decide
+
+
+@dataclass(frozen=True)
+class PendingImage:
+    image_id: int
+    uri: str
+    barcode: str | None
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What the engine made of one image."""
+
+    image_id: int
+    probabilities: dict[str, float]
+    top_class: str
+    quality: dict[str, Any]
+    latency_ms: float
+
+
+def pending_images(
+    session: Session, model_version_id: int, limit: int, after_id: int = 0
+) -> list[PendingImage]:
+    """Unscored (by this version), not failed images: new ones first, then by id."""
+    scored = exists().where(Score.image_id == Image.id, Score.model_version_id == model_version_id)
+    rows = session.execute(
+        select(Image.id, Image.uri, Plate.barcode)
+        .outerjoin(Inspection, Image.inspection_id == Inspection.id)
+        .outerjoin(Plate, Inspection.plate_id == Plate.id)
+        .where(Image.status != "failed", ~scored, Image.id > after_id)
+        .order_by(case((Image.status == "new", 0), else_=1), Image.id)
+        .limit(limit)
+    )
+    return [PendingImage(*row) for row in rows]
+
+
+def mark_failed(db: Database, image_id: int, reason: str) -> None:
+    with db.session() as session:
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id)
+            .values(status="failed", error=reason, updated_at=utcnow())
+        )
+
+
+def save_scores(
+    db: Database,
+    model: ModelVersion,
+    results: Sequence[ScoreResult],
+    rules: LabRules,
+    barcodes: dict[int, str | None],
+    source: str = "server",
+) -> int:
+    """Store one Score per (image, version) and mark the images scored; returns rows written."""
+    points = model.card.get("operating_points", {})
+    written = 0
+    with db.session() as session:
+        for result in results:
+            rule = rules.for_barcode(barcodes.get(result.image_id))
+            decision = decide(result.probabilities, rule, points)
+            values = {
+                "probabilities": result.probabilities,
+                "top_class": result.top_class,
+                "p_crystal": decision.p_crystal,
+                "hit": decision.hit,
+                "rule": decision.rule,
+                "quality": result.quality,
+                "latency_ms": result.latency_ms,
+                "source": source,
+            }
+            existing = session.scalar(
+                select(Score).where(
+                    Score.image_id == result.image_id, Score.model_version_id == model.id
+                )
+            )
+            if existing is None:
+                try:
+                    with session.begin_nested():
+                        session.add(
+                            Score(image_id=result.image_id, model_version_id=model.id, **values)
+                        )
+                except IntegrityError:
+                    continue  # another worker stored it first
+            else:
+                for key, value in values.items():
+                    setattr(existing, key, value)
+            written += 1
+        session.execute(
+            update(Image)
+            .where(Image.id.in_([r.image_id for r in results]), Image.status == "new")
+            .values(status="scored", updated_at=utcnow())
+        )
+    return written
+
+
+def redecide(db: Database, rules: LabRules, batch: int = 500) -> dict[str, int]:
+    """Apply the configured rules to every stored score again: only hit and rule change."""
+    counts = {"scores": 0, "changed": 0}
+    last_id = 0
+    while True:
+        with db.session() as session:
+            rows = session.execute(
+                select(Score, Plate.barcode, ModelVersion.card)
+                .join(ModelVersion, Score.model_version_id == ModelVersion.id)
+                .join(Image, Score.image_id == Image.id)
+                .outerjoin(Drop, Image.drop_id == Drop.id)
+                .outerjoin(Plate, Drop.plate_id == Plate.id)
+                .where(Score.id > last_id)
+                .order_by(Score.id)
+                .limit(batch)
+            ).all()
+            for score, barcode, card in rows:
+                rule: CrystalRule = rules.for_barcode(barcode)
+                decision = decide(score.probabilities, rule, (card or {}).get("operating_points"))
+                if decision.hit != score.hit or decision.rule != score.rule:
+                    score.hit, score.rule = decision.hit, decision.rule
+                    counts["changed"] += 1
+                counts["scores"] += 1
+                last_id = score.id
+        if len(rows) < batch:
+            return counts
