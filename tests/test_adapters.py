@@ -340,3 +340,24 @@ def test_configured_adapters_come_first_and_shadow_by_name(tmp_path: Path) -> No
         adapter_named("nope", found)
     with pytest.raises(ValueError, match="two imager adapters named 'x'"):
         configured_adapters([], ['{"name": "x", "glob": "*"}', '{"name": "x", "glob": "*"}'])
+
+
+def test_the_readme_pattern_example_works(tmp_path: Path) -> None:
+    from marco_svc.config import load_settings
+    from tests.helpers import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = tmp_path / "marco.toml"
+    config.write_text(example)
+    found = configured_adapters([], load_settings(config, env={}).imager_patterns)
+    assert [a.name for a in found[:3]] == ["minstrel-2", "lab-rig", "robot-drop"]
+    record = adapter_named("lab-rig", found).parse(Path("P9/C11_20240105_1030.jpg"))
+    assert (record.barcode, record.well, record.inspected_at) == (
+        "P9",
+        "C11",
+        datetime(2024, 1, 5, 10, 30),
+    )
+    minstrel = adapter_named("minstrel-2", found).parse(Path("C1/20240501_093000/C1_A1_1.jpg"))
+    assert minstrel.imager == "Minstrel-HT-2"
+    assert minstrel.inspected_at.astimezone(UTC) == datetime(2024, 5, 1, 8, 30, tzinfo=UTC)
