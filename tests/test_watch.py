@@ -6,11 +6,14 @@ import dataclasses
 import os
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from imager_adapters.formulatrix import FLAT_EXPORT
 from imager_adapters.record import ImageRecord, Rejection
@@ -18,7 +21,7 @@ from marco_svc.config import Settings
 from marco_svc.db.models import Drop, Image, Inspection
 from marco_svc.runtime import Runtime, open_runtime
 from marco_svc.watch import Watcher, WatchError, WatchOptions, watcher_for
-from tests.conftest import REAL_PLATE_IMAGES, needs_real_plate
+from tests.conftest import PG_SERVER, REAL_PLATE_IMAGES, needs_real_plate
 from tests.helpers import cli_json, jpeg_bytes, wait_for, write_jpeg
 from tests.rockmaker_tree import tree_path
 
@@ -297,3 +300,69 @@ def test_a_burst_of_1152_files_is_ingested_exactly_once(settings: Settings, tmp_
     assert len({sha for sha, _, _ in rows}) == 1152 and len({d for _, d, _ in rows}) == 1152
     assert {status for _, _, status in rows} == {"new"}
     assert watcher.stats["created"] == 1152 and len(set(queued)) == len(queued) == 1152
+
+
+@contextmanager
+def database_away(database_url: str) -> Iterator[Callable[[], None]]:
+    """Refuse and cut connections to the test database; call the result to give it back."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("needs a database server to take away")
+    name = make_url(database_url).database
+    admin = create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+
+    def allow(yes: bool) -> None:
+        with admin.connect() as connection:
+            connection.execute(
+                text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(yes).lower()}')
+            )
+
+    allow(False)
+    with admin.connect() as connection:
+        connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": name},
+        )
+    try:
+        yield lambda: allow(True)
+    finally:
+        allow(True)
+        admin.dispose()
+
+
+def unavailable(runtime: Runtime) -> bool:
+    try:
+        image_count(runtime)
+    except OperationalError:
+        return True
+    return False
+
+
+def test_a_database_outage_delays_a_file_but_loses_nothing(
+    rt: Runtime, tmp_path: Path, database_url: str
+) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    with watcher_for(rt, [root]) as watcher:
+        assert watcher.wait_idle(30)
+        with database_away(database_url) as give_back:
+            write_jpeg(root / "O1_2024-05-01_RI-1-1drop" / "O1_01A_1.jpg")
+            wait_for(lambda: watcher.stats["errors"] >= 1, what="a failed store attempt")
+            assert watcher.alive() and unavailable(rt)
+            give_back()
+            wait_for(lambda: image_count(rt) == 1, what="the file, once the database is back")
+    assert watcher.stats["created"] == 1
+
+
+def test_a_backfill_during_an_outage_is_walked_again(
+    rt: Runtime, tmp_path: Path, database_url: str
+) -> None:
+    root = tmp_path / "in"
+    write_jpeg(root / "O2_2024-05-01_RI-1-1drop" / "O2_01A_1.jpg")
+    with database_away(database_url) as give_back, watcher_for(rt, [root]) as watcher:
+        wait_for(lambda: watcher.stats["errors"] >= 1, what="the failed walk")
+        give_back()
+        wait_for(lambda: image_count(rt) == 1, what="the file, walked again")
+        assert watcher.alive()

@@ -87,6 +87,7 @@ class Watcher:
         self._full_queued = False
         self._last_scan = time.monotonic()
         self._observer_retry_at = 0.0
+        self._scan_retry_at = 0.0
         self._observer = None
         self._thread: threading.Thread | None = None
 
@@ -168,6 +169,9 @@ class Watcher:
         self._watch_observer(now)
         interval = self.options.rescan_interval
         if interval > 0 and not self._jobs and now - self._last_scan >= interval:
+            self._rescan.set()
+        if self._scan_retry_at and now >= self._scan_retry_at:
+            self._scan_retry_at = 0.0
             self._rescan.set()
         with self._lock:
             if self._rescan.is_set():
@@ -267,6 +271,13 @@ class Watcher:
             self._jobs.popleft()
             if kind == "full":
                 self._last_scan = time.monotonic()
+            return
+        except Exception as exc:  # e.g. the database went away mid-walk: walk again later
+            self._jobs.popleft()
+            self.stats["errors"] += 1
+            delay = min(10.0, max(1.0, 4 * self.options.settle))
+            self._scan_retry_at = now + delay
+            log.error("folder scan failed, again in %g s: %s", delay, str(exc).splitlines()[0])
             return
         if stored or self._recent.get(path) == (stat.st_size, stat.st_mtime_ns):
             self.stats["skipped"] += 1
