@@ -33,8 +33,14 @@ class ImageRecord:
 
 @dataclass(frozen=True)
 class Rejection:
-    """A file an adapter will not take, and why."""
+    """A file an adapter will not take, and why.
+
+    `transient` marks a reason that may go away by itself (the metadata that names the
+    file has not been written yet): a watcher keeps such a file pending for a while and
+    asks again before it records the failure; a one-shot ingest records it at once.
+    """
 
     path: Path
     reason: str
     adapter: str = ""
+    transient: bool = False

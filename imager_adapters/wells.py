@@ -91,6 +91,21 @@ def well_name(row: int, column: int) -> str:
     return f"{chr(ord('A') + row)}{column}"
 
 
+def layout_from_number(number: int, well: str) -> int | None:
+    """The plate size (96 / 384) on which row-major well `number` is `well`.
+
+    None when the numbering cannot tell (row A is numbered alike on every plate);
+    GeometryError when no supported plate numbers that well so.
+    """
+    row, column = split_well(well)
+    if row == 0 and number == column:
+        return None
+    for wells, (rows, columns, _) in sorted(LAYOUTS.items()):
+        if row < rows and column <= columns and row * columns + column == number:
+            return wells
+    raise GeometryError(f"well number {number} is not well {well} on any supported plate")
+
+
 def smallest_layout(well: str) -> int:
     """The number of wells of the smallest plate that has this well."""
     row, column = split_well(well)

@@ -7,6 +7,7 @@ environment names, the TOML keys and `marco-svc settings` all come from that tab
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -64,6 +65,53 @@ class Settings:
         "Crystal rules per lab, by plate-barcode prefix: 'PREFIX=RULE; PREFIX=RULE' "
         "(e.g. 'HWI=top_k:3; C3=threshold:op=fpr_0.016'); other plates use crystal_rule.",
     )
+    watch_roots: list[str] = _setting(  # noqa: RUF009
+        [], "Folders `marco-svc serve` watches for new images (none: no watcher)."
+    )
+    watch_polling: bool = _setting(
+        False, "Poll the watched folders (network shares) instead of using OS file events."
+    )
+    watch_settle_seconds: float = _setting(
+        2.0,
+        "A watched file is read once its writer closed it or its size and mtime "
+        "have not changed for this long.",
+    )
+    watch_max_wait_seconds: float = _setting(
+        600.0,
+        "Give up on a file still changing, or still without its metadata, after this "
+        "long; it is recorded as failed with the reason.",
+    )
+    watch_rescan_seconds: float = _setting(
+        600.0,
+        "Walk the watched folders again this often, a safety net for missed events "
+        "(0: only at start).",
+    )
+    watch_queue_size: int = _setting(
+        10_000,
+        "Most file events and pending files the watcher holds in memory; past it, "
+        "it rescans the folders instead.",
+    )
+    rockmaker_metadata: list[str] = _setting(  # noqa: RUF009
+        [],
+        "Rock Maker metadata exports (CSV files, or folders of them) for the native "
+        "WellImages store; CSVs in the folder that holds WellImages are read too.",
+    )
+    imager_patterns: list[str] = _setting(  # noqa: RUF009
+        [],
+        "Extra imager naming schemes, tried before the built-ins: preset names or JSON "
+        "objects (README, Imager naming schemes).",
+    )
+    api_tokens: list[str] = _setting(  # noqa: RUF009
+        [],
+        "Bearer tokens allowed to write through the API (robot uploads); none: writes are refused.",
+        secret=True,
+    )
+    upload_max_bytes: int = _setting(
+        2 * 1024**3, "Largest robot upload request in bytes (413 beyond)."
+    )
+    upload_max_images: int = _setting(
+        1152, "Most images in one robot upload request (413 beyond; 1152 = 384 wells x 3)."
+    )
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -89,14 +137,16 @@ class Settings:
             {
                 "name": f.name,
                 "env": ENV_PREFIX + f.name.upper(),
-                "value": _jsonable(getattr(self, f.name)),
+                "value": _jsonable(getattr(self, f.name), f.metadata.get("secret", False)),
                 "help": f.metadata["help"],
             }
             for f in dataclasses.fields(self)
         ]
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, secret: bool = False) -> Any:
+    if secret and value:
+        return ["***"] * len(value) if isinstance(value, list) else "***"
     if isinstance(value, Path):
         return str(value)
     return value
@@ -108,9 +158,16 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
         kind if isinstance(kind, str) else getattr(kind, "__name__", ""), kind
     )
     if kind == "list[str]" or str(kind).startswith("list"):
+        if isinstance(raw, str) and raw.lstrip().startswith("["):
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise SettingsError(f"setting {name}: not a JSON list ({exc})") from None
         if isinstance(raw, str):
             return [part for part in raw.split(os.pathsep) if part]
-        return [str(item) for item in raw]
+        if not isinstance(raw, list):
+            raise SettingsError(f"setting {name}: expected a list, got {raw!r}")
+        return [item if isinstance(item, str) else json.dumps(item) for item in raw]
     if kind is bool:
         if isinstance(raw, bool):
             return raw

@@ -3,6 +3,9 @@
 `ingest` upserts plate, inspection, drop and image in one transaction. The same file
 twice gives one Image; the same path with new content is a new version of that drop's
 image; a bad file or conflicting metadata is stored as a failed Image with its reason.
+A file whose content is already stored for the same drop slot is a duplicate; when the
+stored path no longer exists (the file was moved or renamed) the image follows it to
+the new path.
 """
 
 from __future__ import annotations
@@ -185,6 +188,8 @@ def _store_record(session: Session, record: ImageRecord, facts: _FileFacts) -> I
     )
     same_content = session.scalar(select(Image).where(*slot, Image.sha256 == facts.sha256))
     if same_content is not None and facts.sha256:
+        if same_content.uri != uri and not Path(same_content.uri).exists():
+            same_content.uri = uri  # the file was moved or renamed: follow it
         return IngestResult(
             "duplicate", same_content.id, record.path, same_content.error, same_content.version
         )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from marco_svc.config import Settings, load_settings
 from marco_svc.db import migrate
 from marco_svc.db.session import Database
+from marco_svc.work_queue import InProcessScoringQueue, ScoringQueue
 
 log = logging.getLogger(__name__)
 
@@ -16,6 +17,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     settings: Settings
     db: Database
+    scoring_queue: ScoringQueue = field(default_factory=InProcessScoringQueue)
 
     def close(self) -> None:
         self.db.dispose()

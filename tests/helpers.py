@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,15 @@ def write_jpeg(path: Path, seed: int = 0, **kw: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(jpeg_bytes(seed=seed, **kw))
     return path
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail after a generous deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)

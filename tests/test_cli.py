@@ -103,6 +103,7 @@ def test_every_command_has_help() -> None:
         ["db", "downgrade", "--help"],
         ["serve", "--help"],
         ["ingest", "--help"],
+        ["watch", "--help"],
         ["plates", "list", "--help"],
         ["plates", "show", "--help"],
         ["images", "list", "--help"],

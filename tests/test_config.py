@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,30 @@ def test_every_setting_is_described() -> None:
     rows = Settings().describe()
     assert all(row["help"] and row["env"].startswith("MARCO_") for row in rows)
     assert {"data_dir", "database_url", "port"} <= {row["name"] for row in rows}
+
+
+def test_list_settings_from_the_environment_and_toml(tmp_path: Path) -> None:
+    env = {
+        "MARCO_WATCH_ROOTS": f"/a{os.pathsep}/b",
+        "MARCO_IMAGER_PATTERNS": '["homebuilt", {"name": "x", "regex": "(?:a)"}]',
+    }
+    settings = load_settings(env=env)
+    assert settings.watch_roots == ["/a", "/b"]
+    assert settings.imager_patterns[0] == "homebuilt"
+    assert json.loads(settings.imager_patterns[1]) == {"name": "x", "regex": "(?:a)"}
+    config = tmp_path / "marco.toml"
+    config.write_text(
+        "imager_patterns = ['rigaku-crystaltrak', {preset = 'homebuilt', imager = 'g1'}]\n"
+        "watch_settle_seconds = 1\n"
+    )
+    settings = load_settings(config, env={})
+    assert json.loads(settings.imager_patterns[1]) == {"preset": "homebuilt", "imager": "g1"}
+    assert settings.watch_settle_seconds == 1.0
+    with pytest.raises(SettingsError, match="not a JSON list"):
+        load_settings(env={"MARCO_WATCH_ROOTS": "[oops"})
+
+
+def test_api_tokens_are_not_printed() -> None:
+    rows = {row["name"]: row for row in Settings(api_tokens=["s3cret"]).describe()}
+    assert rows["api_tokens"]["value"] == ["***"]
+    assert "s3cret" not in json.dumps(rows)

@@ -166,3 +166,16 @@ def test_unreadable_and_rejected_files_are_recorded_once(runtime: Runtime, tmp_p
     with runtime.db.session() as session:
         image = session.get(Image, rejected.image_id)
         assert image.drop_id is None and image.error == "unknown naming scheme"
+
+
+def test_a_moved_file_is_followed(runtime: Runtime, tmp_path: Path) -> None:
+    first = write_jpeg(tmp_path / "one" / "a.jpg", seed=4)
+    stored = ingest(runtime.db, record(first))
+    moved = tmp_path / "two" / "a.jpg"
+    moved.parent.mkdir()
+    first.rename(moved)
+    again = ingest(runtime.db, record(moved))
+    assert (again.outcome, again.image_id) == ("duplicate", stored.image_id)
+    with runtime.db.session() as session:
+        assert session.get(Image, stored.image_id).uri == str(moved.resolve())
+    assert count(runtime, Image) == 1

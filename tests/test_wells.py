@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from imager_adapters.wells import GeometryError, parse_plate_type, plate_type, split_well
+from imager_adapters.wells import (
+    GeometryError,
+    layout_from_number,
+    parse_plate_type,
+    plate_type,
+    split_well,
+)
 
 
 @pytest.mark.parametrize(("wells", "last"), [(96, "H12"), (384, "P24")])
@@ -39,3 +45,17 @@ def test_wells_off_the_plate(wells: int, well: str) -> None:
         plate_type(wells, 1).check_well(well)
     with pytest.raises(GeometryError):
         plate_type(wells, 1).well_from_number(wells + 1)
+
+
+@pytest.mark.parametrize(
+    ("number", "well", "wells"),
+    [(13, "B1", 96), (25, "B1", 384), (96, "H12", 96), (384, "P24", 384), (7, "A7", None)],
+)
+def test_plate_size_from_well_numbering(number: int, well: str, wells: int | None) -> None:
+    assert layout_from_number(number, well) == wells
+
+
+@pytest.mark.parametrize(("number", "well"), [(14, "B1"), (2, "A1"), (97, "I1")])
+def test_numbering_that_fits_no_plate(number: int, well: str) -> None:
+    with pytest.raises(GeometryError):
+        layout_from_number(number, well)

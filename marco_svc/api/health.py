@@ -1,8 +1,8 @@
-"""GET /healthz: the service answers and its database is reachable."""
+"""GET /healthz: the service answers, its database is reachable, its watcher (if any) runs."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 from sqlalchemy import text
 
 from marco_svc import __version__
@@ -21,9 +21,21 @@ def healthz():
         revision = migrate.current_revision(runtime().db.engine)
     except Exception as exc:
         return problem_response(503, "Database unavailable", str(exc).splitlines()[0])
-    return {
+    body = {
         "status": "ok",
         "version": __version__,
         "database": runtime().db.url.get_backend_name(),
         "schema": revision,
     }
+    watcher = current_app.extensions.get("marco_watcher")
+    if watcher is not None:
+        body["watcher"] = {
+            "alive": watcher.alive(),
+            "roots": watcher.roots,
+            "counts": dict(watcher.stats),
+        }
+        if not watcher.alive():
+            return problem_response(
+                503, "Watcher stopped", "file events are not processed", watcher=body["watcher"]
+            )
+    return body

@@ -9,11 +9,19 @@ from werkzeug.exceptions import HTTPException
 
 
 class Problem(Exception):
-    """Raise to answer with a problem document."""
+    """Raise to answer with a problem document (`headers`: extra response headers)."""
 
-    def __init__(self, status: int, title: str, detail: str = "", **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail or title)
         self.status, self.title, self.detail, self.extra = status, title, detail, extra
+        self.headers = headers or {}
 
 
 def problem_response(status: int, title: str, detail: str = "", **extra: Any) -> Response:
@@ -27,7 +35,9 @@ def problem_response(status: int, title: str, detail: str = "", **extra: Any) ->
 def register(app: Flask) -> None:
     @app.errorhandler(Problem)
     def _problem(exc: Problem) -> Response:
-        return problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+        response = problem_response(exc.status, exc.title, exc.detail, **exc.extra)
+        response.headers.update(exc.headers)
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from imager_adapters.registry import adapter_named, is_image_file, parse_path
+from imager_adapters.registry import is_image_file, parse_path
+from marco_svc.adapters import adapters_for
 from marco_svc.cli.common import CliState, echo_json, existing_paths, json_option, pass_state
 from marco_svc.ingest import ingest
 
@@ -44,7 +45,7 @@ def command(
     for root in roots:
         if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
             raise click.ClickException(f"cannot read folder {root}: permission denied")
-    chosen = [adapter_named(adapter_name)] if adapter_name else None
+    chosen = adapters_for(state.settings, adapter_name)
     runtime = state.runtime()
     counts: Counter[str] = Counter()
     results = []

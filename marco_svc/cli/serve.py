@@ -1,10 +1,11 @@
-"""`marco-svc serve`: the REST API and web page."""
+"""`marco-svc serve`: the REST API and web page, and the watcher of the configured folders."""
 
 from __future__ import annotations
 
 import click
 
 from marco_svc.cli.common import CliState, pass_state
+from marco_svc.cli.lifecycle import interrupt_on_sigterm
 
 
 @click.command("serve")
@@ -12,17 +13,34 @@ from marco_svc.cli.common import CliState, pass_state
 @click.option("--port", default=None, type=int, help="Port (default: setting port).")
 @pass_state
 def command(state: CliState, host: str | None, port: int | None) -> None:
-    """Run the service until interrupted."""
+    """Run the service until interrupted (Ctrl-C or SIGTERM).
+
+    With the setting watch_roots, images arriving there are ingested as by
+    `marco-svc watch`, in a background thread.
+    """
     import waitress
 
     from marco_svc.api import create_app
+    from marco_svc.watch import watcher_for
 
     state.long_running = True
     settings = state.settings
     host, port = host or settings.host, port or settings.port
-    app = create_app(state.runtime())
+    runtime = state.runtime()
+    app = create_app(runtime)
+    watcher = watcher_for(runtime) if settings.watch_roots else None
     click.echo(
         f"marco-svc serving on http://{host}:{port}/ "
-        f"(database: {state.runtime().db.url.render_as_string(hide_password=True)})"
+        f"(database: {runtime.db.url.render_as_string(hide_password=True)})"
     )
-    waitress.serve(app, host=host, port=port, threads=settings.threads, ident="marco-svc")
+    with interrupt_on_sigterm():
+        if watcher is not None:
+            app.extensions["marco_watcher"] = watcher
+            watcher.start()
+            click.echo(f"watching {', '.join(watcher.roots)}")
+        try:
+            waitress.serve(app, host=host, port=port, threads=settings.threads, ident="marco-svc")
+        finally:
+            if watcher is not None:
+                watcher.stop()
+    click.echo("marco-svc stopped")

@@ -1,0 +1,43 @@
+"""Unattended ingestion: watch folders, read each image once it is complete, ingest it.
+
+`stability` (when a file is complete), `scan` (backfill walk and stored-file lookup),
+`events` (watchdog observer and handler), `watcher` (the work loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from marco_svc.adapters import adapters_for
+from marco_svc.runtime import Runtime
+from marco_svc.watch.watcher import Watcher, WatchError, WatchOptions
+
+__all__ = ["WatchError", "WatchOptions", "Watcher", "watcher_for"]
+
+
+def watcher_for(
+    runtime: Runtime,
+    roots: Sequence[str | Path] | None = None,
+    *,
+    adapter: str | None = None,
+    polling: bool | None = None,
+) -> Watcher:
+    """A watcher over `roots` (default: the setting watch_roots), configured from settings."""
+    settings = runtime.settings
+    options = WatchOptions(
+        settle=settings.watch_settle_seconds,
+        max_wait=settings.watch_max_wait_seconds,
+        rescan_interval=settings.watch_rescan_seconds,
+        queue_size=settings.watch_queue_size,
+        polling=settings.watch_polling if polling is None else polling,
+        max_pixels=settings.max_image_pixels,
+        ignore=(str(settings.resolved_data_dir / "uploads"),),
+    )
+    return Watcher(
+        runtime.db,
+        settings.watch_roots if roots is None else roots,
+        adapters_for(settings, adapter),
+        options,
+        runtime.scoring_queue,
+    )
