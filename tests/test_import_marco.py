@@ -223,7 +223,7 @@ def test_refusals_say_why(official: FakeMarco, settings: Settings, tmp_path: Pat
     assert_nothing_registered(settings)
 
 
-def test_cli_refusal_is_one_line(official: FakeMarco, tmp_path: Path) -> None:
+def test_cli_refusal_is_one_line(tmp_path: Path) -> None:
     foreign = _foreign_saved_model(tmp_path / "foreign")
     env = {"MARCO_DATA_DIR": str(tmp_path / "data"), "MARCO_CONFIG": ""}
     done = run_cli("models", "import-marco", str(foreign), env=env)
