@@ -1,0 +1,154 @@
+"""`marco-svc models`: list, show and activate model versions; import the official MARCO model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from sqlalchemy import select
+
+from marco_svc import model_store
+from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
+from marco_svc.cli.ingest import image_files
+from marco_svc.db.models import ModelVersion
+from marco_svc.nets import quiet_tensorflow
+
+
+@click.group("models")
+def command() -> None:
+    """Model versions: the registry in the data folder, the shipped models, the active one."""
+
+
+@command.command("list")
+@json_option
+@pass_state
+def list_models(state: CliState, as_json: bool) -> None:
+    """Registered and shipped models, with the one that is active in the database."""
+    models = model_store.all_models(state.settings)
+    with state.runtime().db.session() as session:
+        rows = {
+            (row.name, row.version): row for row in session.execute(select(ModelVersion)).scalars()
+        }
+    entries = []
+    for model in models:
+        row = rows.pop((model.card.name, model.card.version), None)
+        entries.append(
+            {
+                "ref": model.ref,
+                "architecture": model.card.architecture,
+                "scheme": model.card.scheme,
+                "input_size": list(model.card.input_size),
+                "formats": sorted(model.card.artifacts),
+                "where": model.where,
+                "folder": str(model.folder),
+                "in_database": row is not None,
+                "active": bool(row and row.active),
+            }
+        )
+    for (name, version), row in sorted(rows.items()):
+        entries.append(
+            {
+                "ref": f"{name}:{version}",
+                "architecture": row.architecture,
+                "scheme": row.scheme,
+                "where": "missing: in the database, its folder is not in this data folder",
+                "in_database": True,
+                "active": row.active,
+            }
+        )
+    if as_json:
+        echo_json(entries)
+        return
+    for entry in entries:
+        mark = "*" if entry["active"] else " "
+        click.echo(f"{mark} {entry['ref']:<32} {entry['architecture']:<20} {entry['where']}")
+
+
+@command.command("show")
+@click.argument("ref")
+@pass_state
+def show(state: CliState, ref: str) -> None:
+    """A model's card (REF: NAME, NAME:VERSION or a model folder), as JSON."""
+    model = model_store.find(state.settings, ref)
+    echo_json({**model.card.to_dict(), "folder": str(model.folder), "where": model.where})
+
+
+@command.command("activate")
+@click.argument("ref")
+@pass_state
+def activate(state: CliState, ref: str) -> None:
+    """Make REF (NAME or NAME:VERSION) the one active model version."""
+    model = model_store.find(state.settings, ref)
+    db = state.runtime().db
+    model_store.upsert_version(db, model)
+    name, version = model_store.activate(db, model.ref)
+    click.echo(f"active: {name}:{version}")
+
+
+@command.command("import-marco")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--name", default="marco", show_default=True, help="Name to register it under.")
+@click.option(
+    "--images",
+    "images_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="JPEG images to compare on (default: 8 generated ones).",
+)
+@json_option
+@pass_state
+def import_marco(
+    state: CliState, source: Path, name: str, images_dir: Path | None, as_json: bool
+) -> None:
+    """Import the official MARCO SavedModel (folder or savedmodel.zip) if it reproduces.
+
+    Its variables are mapped onto marco-svc's Keras network; both run on sample images and
+    the model is registered only if all probabilities agree within 1e-4.
+    """
+    quiet_tensorflow()
+    from marco_svc.nets.import_marco import import_marco as run_import
+
+    images, images_from = None, ""
+    if images_dir is not None:
+        images = _jpegs(images_dir)
+        images_from = f"{images_dir.resolve()} ({len(images)} JPEG images)"
+
+    def progress(message: str) -> None:
+        if progress_enabled() or state.verbose:
+            click.echo(message, err=True)
+
+    result = run_import(
+        source,
+        state.settings,
+        name=name,
+        images=images,
+        images_from=images_from,
+        db=state.runtime().db,
+        progress=progress,
+    )
+    comparison = result.comparison
+    if as_json:
+        echo_json(
+            {
+                "ref": result.model.ref,
+                "folder": str(result.model.folder),
+                "already_registered": result.already_registered,
+                "compared_images": comparison.images,
+                "max_abs_difference": comparison.max_abs_difference,
+                "probability_range": list(comparison.probability_range),
+            }
+        )
+        return
+    verb = "already registered" if result.already_registered else "registered"
+    click.echo(
+        f"{verb} {result.model.ref}: max |difference| {comparison.max_abs_difference:.3g} "
+        f"on {comparison.images} images; activate with `marco-svc models activate "
+        f"{result.model.ref}`"
+    )
+
+
+def _jpegs(folder: Path) -> list[bytes]:
+    images = [path.read_bytes() for path in image_files(folder)]
+    images = [data for data in images if data[:2] == b"\xff\xd8"]
+    if not images:
+        raise click.ClickException(f"no JPEG images in {folder}")
+    return images

@@ -1,0 +1,166 @@
+"""`marco-svc score`: score image files with a model and print the results; no database."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from marco_svc import model_store
+from marco_svc.cli.common import CliState, existing_paths, pass_state
+from marco_svc.cli.ingest import image_files
+from marco_svc.image_check import inspect_image_bytes
+from marco_svc.nets import quiet_tensorflow
+from marco_svc.nets.runner import (
+    FORMAT_PREFERENCE,
+    Runner,
+    choose_format,
+    open_runner,
+    top_label,
+)
+from marco_svc.scoring.rules import CrystalRule, decide
+
+
+class _Output:
+    """One record per image, as JSON lines or CSV (a header, then one row per image)."""
+
+    def __init__(self, fmt: str, labels: Sequence[str]) -> None:
+        self.fmt, self.labels = fmt, list(labels)
+        if fmt == "csv":
+            self.csv = csv.writer(sys.stdout, lineterminator="\n")
+            self.csv.writerow(["path", "top", "hit", "p_crystal", "rule", *self.labels, "error"])
+
+    def scored(self, record: dict[str, Any]) -> None:
+        if self.fmt == "jsonl":
+            click.echo(json.dumps(record))
+            return
+        probs, rule = record["probs"], record["rule"]
+        self.csv.writerow(
+            [
+                record["path"],
+                record["top"],
+                "true" if record["hit"] else "false",
+                f"{record['p_crystal']:.6g}",
+                _rule_text(rule),
+                *(f"{probs[label]:.6g}" for label in self.labels),
+                "",
+            ]
+        )
+
+    def failed(self, path: Path, reason: str) -> None:
+        if self.fmt == "jsonl":
+            click.echo(json.dumps({"path": str(path), "error": reason}))
+        else:
+            self.csv.writerow([str(path), "", "", "", "", *([""] * len(self.labels)), reason])
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    """The rule as applied: `top_k:K` or `threshold:T` with T resolved from the card."""
+    return f"top_k:{rule['k']}" if rule["kind"] == "top_k" else f"threshold:{rule['threshold']:g}"
+
+
+def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "message", "") or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+@click.command("score")
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--model",
+    "ref",
+    default="",
+    help="NAME, NAME:VERSION or a model folder (default: the `model` setting, else the "
+    "active version, else the shipped default).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--artifact",
+    type=click.Choice(FORMAT_PREFERENCE),
+    help="Which artifact runs (default: keras when TensorFlow is installed, else TFLite).",
+)
+@click.option("--batch-size", type=click.IntRange(1, 256), default=8, show_default=True)
+@pass_state
+def command(
+    state: CliState,
+    paths: tuple[str, ...],
+    ref: str,
+    fmt: str,
+    artifact: str | None,
+    batch_size: int,
+) -> None:
+    """Score image files (or every image under folders); the database is not touched.
+
+    Prints one record per image: path, probs (label -> probability), top, hit and
+    p_crystal under the `crystal_rule` setting, and the rule used. A file that cannot be
+    scored gets a record with its error; the exit status is then 1.
+    """
+    settings = state.settings
+    rule = CrystalRule.parse(settings.crystal_rule)
+    files = [file for root in existing_paths(paths) for file in image_files(root)]
+    model = model_store.resolve(settings, ref)
+    card = model.card
+    decide(dict.fromkeys(card.labels, 1.0 / len(card.labels)), rule, card.operating_points)
+    artifact = choose_format(card, artifact)
+    if artifact == "keras":
+        quiet_tensorflow()
+    runner = open_runner(card, model.folder, artifact)
+    output = _Output(fmt, card.labels)
+    failed = 0
+    for chunk in _chunks(files, batch_size):
+        inputs: list[np.ndarray] = []
+        errors: dict[Path, str] = {}
+        for path in chunk:
+            try:
+                data = path.read_bytes()
+                inspect_image_bytes(data, settings.max_image_pixels)
+                inputs.append(runner.preprocess(data))
+            except Exception as exc:  # a bad file is reported, and the others go on
+                errors[path] = _reason(exc)
+        records = iter(_score(runner, [p for p in chunk if p not in errors], inputs, rule))
+        for path in chunk:
+            if path in errors:
+                output.failed(path, errors[path])
+            else:
+                output.scored(next(records))
+        failed += len(errors)
+    if failed:
+        click.echo(f"{failed} of {len(files)} files could not be scored", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def _score(
+    runner: Runner, paths: Sequence[Path], inputs: list[np.ndarray], rule: CrystalRule
+) -> list[dict[str, Any]]:
+    """One record per scored image, in order."""
+    if not paths:
+        return []
+    card, records = runner.card, []
+    outputs = runner.predict(np.stack(inputs))
+    for path, probs in zip(paths, runner.label_probabilities(outputs), strict=True):
+        decision = decide(probs, rule, card.operating_points)
+        records.append(
+            {
+                "path": str(path),
+                "model": card.ref,
+                "probs": probs,
+                "top": top_label(card, probs),
+                "hit": decision.hit,
+                "p_crystal": decision.p_crystal,
+                "rule": decision.rule,
+            }
+        )
+    return records

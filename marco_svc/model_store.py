@@ -1,0 +1,296 @@
+"""The model registry: model folders on disk, mirrored as ModelVersion rows.
+
+A registered model lives in `<data_dir>/models/<name>/<version>/` as `card.json` plus its
+artifacts. Models shipped with the code live in the repository's top-level `models/` folder
+in the same layout (`models/DEFAULT` may name the default, `NAME[:VERSION]`). A model is
+referred to as `NAME`, `NAME:VERSION` (a bare NAME means its newest version), or by the
+path of a model folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from marco_svc.config import Settings
+from marco_svc.nets.card import CARD_FILE, CardError, ModelCard
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only where a database is used (not on the edge)
+    from marco_svc.db.session import Database
+
+log = logging.getLogger(__name__)
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_FILE = "DEFAULT"
+PRIMARY_FORMATS = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel")
+_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelStoreError(LookupError):
+    """A model that cannot be found, registered or activated."""
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """A model folder and its card; `where` is 'registry', 'shipped' or 'path'."""
+
+    card: ModelCard
+    folder: Path
+    where: str
+
+    @property
+    def ref(self) -> str:
+        return self.card.ref
+
+
+def models_root(settings: Settings) -> Path:
+    return settings.resolved_data_dir / "models"
+
+
+def parse_ref(ref: str) -> tuple[str, str | None]:
+    """`NAME` or `NAME:VERSION` -> (name, version or None)."""
+    name, _, version = ref.strip().partition(":")
+    for part in (name, version) if version else (name,):
+        if not _PART.match(part):
+            raise ModelStoreError(
+                f"bad model reference {ref!r}: expected NAME or NAME:VERSION "
+                "(letters, digits, '.', '_', '-')"
+            )
+    return name, version or None
+
+
+def _load(folder: Path, where: str) -> StoredModel | None:
+    try:
+        return StoredModel(ModelCard.load(folder), folder, where)
+    except CardError as exc:
+        log.warning("skipping model folder %s: %s", folder, exc)
+        return None
+
+
+def _scan(root: Path, where: str) -> list[StoredModel]:
+    if not root.is_dir():
+        return []
+    found = (_load(card.parent, where) for card in sorted(root.glob(f"*/*/{CARD_FILE}")))
+    return [model for model in found if model is not None]
+
+
+def registered(settings: Settings) -> list[StoredModel]:
+    return _scan(models_root(settings), "registry")
+
+
+def shipped(shipped_dir: Path | None = None) -> list[StoredModel]:
+    return _scan(shipped_dir or SHIPPED_DIR, "shipped")
+
+
+def all_models(settings: Settings, shipped_dir: Path | None = None) -> list[StoredModel]:
+    return registered(settings) + shipped(shipped_dir)
+
+
+def _newest(models: list[StoredModel]) -> StoredModel:
+    return max(models, key=lambda m: (m.card.created_at, m.card.version))
+
+
+def find(settings: Settings, ref: str, shipped_dir: Path | None = None) -> StoredModel:
+    """A model by NAME[:VERSION] (registry first, then shipped) or by its folder's path."""
+    path = Path(ref).expanduser()
+    if (path / CARD_FILE).is_file():
+        return StoredModel(ModelCard.load(path), path.resolve(), "path")
+    name, version = parse_ref(ref)
+    for models in (registered(settings), shipped(shipped_dir)):
+        matches = [m for m in models if m.card.name == name and version in (None, m.card.version)]
+        if matches:
+            return _newest(matches)
+    raise ModelStoreError(f"no model {ref!r} (see `marco-svc models list`)")
+
+
+def default_shipped(shipped_dir: Path | None = None) -> StoredModel | None:
+    """The shipped default: the one `models/DEFAULT` names, else the only shipped model."""
+    shipped_dir = shipped_dir or SHIPPED_DIR
+    models = shipped(shipped_dir)
+    marker = shipped_dir / DEFAULT_FILE
+    if marker.is_file():
+        name, version = parse_ref(marker.read_text(encoding="utf-8"))
+        matches = [m for m in models if m.card.name == name and version in (None, m.card.version)]
+        if not matches:
+            raise ModelStoreError(f"{marker} names a model that is not shipped")
+        return _newest(matches)
+    if len(models) > 1:
+        raise ModelStoreError(f"{len(models)} models ship in {shipped_dir} and no {marker} file")
+    return models[0] if models else None
+
+
+def active_version(db: Database) -> tuple[str, str] | None:
+    """(name, version) of the active ModelVersion row, if any."""
+    from sqlalchemy import select
+
+    from marco_svc.db.models import ModelVersion
+
+    with db.session() as session:
+        row = session.execute(
+            select(ModelVersion.name, ModelVersion.version).where(ModelVersion.active)
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def _configured_active(settings: Settings) -> tuple[str, str] | None:
+    """Read the active version from the configured database if it exists; never create it."""
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from marco_svc.db.session import Database, parse_database_url
+    except ImportError:  # an edge install has no database
+        return None
+    url = parse_database_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
+        return None
+    db = Database(settings.resolved_database_url)
+    try:
+        return active_version(db)
+    except SQLAlchemyError as exc:
+        log.debug("no active model from the database: %s", exc)
+        return None
+    finally:
+        db.dispose()
+
+
+def resolve(
+    settings: Settings,
+    ref: str = "",
+    db: Database | None = None,
+    shipped_dir: Path | None = None,
+) -> StoredModel:
+    """The model to use: `ref`, else the `model` setting, else the active version in the
+    database (`db`, or the configured one when it exists, read only), else the shipped default.
+    """
+    if ref:
+        return find(settings, ref, shipped_dir)
+    if settings.model:
+        return find(settings, settings.model, shipped_dir)
+    active = active_version(db) if db is not None else _configured_active(settings)
+    if active is not None:
+        return find(settings, f"{active[0]}:{active[1]}", shipped_dir)
+    default = default_shipped(shipped_dir)
+    if default is None:
+        raise ModelStoreError("no model: pass --model or register/import one")
+    return default
+
+
+def register(
+    settings: Settings,
+    source: Path,
+    *,
+    name: str | None = None,
+    version: str | None = None,
+    db: Database | None = None,
+) -> StoredModel:
+    """Copy a model folder (card.json + artifacts) into the registry and fill its checksums.
+
+    Registering the same name:version again with the same artifacts changes nothing; with
+    different artifacts it is refused. With `db`, the ModelVersion row is upserted too.
+    """
+    card = ModelCard.load(source)
+    card.name, card.version = name or card.name, version or card.version
+    parse_ref(f"{card.name}:{card.version}")
+    if not card.artifacts:
+        raise ModelStoreError(f"model card in {source} lists no artifacts")
+    root = models_root(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".register-", dir=root))
+    try:
+        for fmt, artifact in list(card.artifacts.items()):
+            src = source / artifact.file
+            if not src.exists():
+                raise ModelStoreError(f"model card in {source} lists {artifact.file}, not there")
+            copy = shutil.copytree if src.is_dir() else shutil.copy2
+            (staging / artifact.file).parent.mkdir(parents=True, exist_ok=True)
+            copy(src, staging / artifact.file)
+            card.add_artifact(fmt, staging, artifact.file)
+        card.save(staging)
+        dest = root / card.name / card.version
+        if dest.exists():
+            existing = ModelCard.load(dest)
+            if {f: a.sha256 for f, a in existing.artifacts.items()} != {
+                f: a.sha256 for f, a in card.artifacts.items()
+            }:
+                raise ModelStoreError(
+                    f"model {card.ref} is already registered with other artifacts; "
+                    "give it another version"
+                )
+            card = existing
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    stored = StoredModel(card, dest, "registry")
+    if db is not None:
+        upsert_version(db, stored)
+    return stored
+
+
+def _primary(card: ModelCard, folder: Path) -> tuple[str, str]:
+    for fmt in PRIMARY_FORMATS:
+        if fmt in card.artifacts:
+            artifact = card.artifacts[fmt]
+            return (folder / artifact.file).resolve().as_uri(), artifact.sha256
+    return folder.resolve().as_uri(), ""
+
+
+def upsert_version(db: Database, model: StoredModel) -> int:
+    """Insert or update the ModelVersion row of a model (its `active` flag is kept)."""
+    from sqlalchemy import select
+
+    from marco_svc.db.models import ModelVersion
+
+    card = model.card
+    uri, sha256 = _primary(card, model.folder)
+    fields = {
+        "architecture": card.architecture,
+        "scheme": card.scheme,
+        "labels": card.labels,
+        "artifact_uri": uri,
+        "artifact_sha256": sha256,
+        "card": card.to_dict(),
+        "metrics": card.metrics,
+    }
+    with db.session() as session:
+        row = session.execute(
+            select(ModelVersion).where(
+                ModelVersion.name == card.name, ModelVersion.version == card.version
+            )
+        ).scalar_one_or_none()
+        if row is None:
+            row = ModelVersion(name=card.name, version=card.version, active=False, **fields)
+            session.add(row)
+        else:
+            for key, value in fields.items():
+                setattr(row, key, value)
+        session.flush()
+        return row.id
+
+
+def activate(db: Database, ref: str) -> tuple[str, str]:
+    """Make exactly one ModelVersion active (a bare NAME means its newest row)."""
+    from sqlalchemy import select, update
+
+    from marco_svc.db.models import ModelVersion
+
+    name, version = parse_ref(ref)
+    with db.session() as session:
+        query = select(ModelVersion).where(ModelVersion.name == name)
+        if version is not None:
+            query = query.where(ModelVersion.version == version)
+        rows = session.execute(query.order_by(ModelVersion.created_at.desc())).scalars().all()
+        if not rows:
+            raise ModelStoreError(f"no model version {ref!r} in the database")
+        chosen = rows[0]
+        session.execute(
+            update(ModelVersion).where(ModelVersion.id != chosen.id).values(active=False)
+        )
+        chosen.active = True
+        return chosen.name, chosen.version

@@ -1,0 +1,267 @@
+"""Preprocessing by name: image bytes -> the network's input array, in TensorFlow and in numpy.
+
+Each preprocessing has two implementations of one definition:
+
+- TensorFlow (`tf_from_bytes`, `tf_from_pixels`): used by training (tf.data), serving with
+  TensorFlow and export, so a model sees exactly the same input in all three;
+- numpy/Pillow (`np_from_bytes`, `np_from_pixels`): for TF-free serving with LiteRT on the
+  imager PC. This module never imports TensorFlow at import time.
+
+Given the same decoded pixels the two agree to float rounding; from bytes they differ only
+where the JPEG decoders differ (see `jpeg_dct`). `tests/test_preprocessing.py` measures both.
+
+A model card names its preprocessing as `{"name": ..., **params}`; `from_spec` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+class PreprocessingError(ValueError):
+    """An unknown preprocessing name or bad parameters."""
+
+
+class Preprocessing(ABC):
+    """One named preprocessing: decode, then `transform` pixels to a float32 (H, W, C) array."""
+
+    name: ClassVar[str]
+    channels: ClassVar[int]
+    #: JPEG inverse DCT used by the TensorFlow decoder: "fast" is TensorFlow's default
+    #: (libjpeg JDCT_IFAST); "accurate" (JDCT_ISLOW) is what Pillow always uses.
+    jpeg_dct: ClassVar[str]
+
+    def __init__(self, size: int) -> None:
+        if not isinstance(size, int) or size < 8:
+            raise PreprocessingError(f"{self.name}: size must be an integer >= 8, not {size!r}")
+        self.size = size
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.size, self.size, self.channels)
+
+    def spec(self) -> dict[str, Any]:
+        """What a model card stores: the name and the parameters `from_spec` needs."""
+        return {"name": self.name, "size": self.size}
+
+    # --- numpy / Pillow -------------------------------------------------------------------
+
+    def np_from_bytes(self, data: bytes) -> np.ndarray:
+        return self.np_from_pixels(decode_np(data))
+
+    @abstractmethod
+    def np_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> float32 network input."""
+
+    # --- TensorFlow -----------------------------------------------------------------------
+
+    def tf_from_bytes(self, contents: tf.Tensor) -> tf.Tensor:
+        """A scalar string tensor (encoded image) -> float32 network input."""
+        return self.tf_from_pixels(decode_tf(contents, self.jpeg_dct))
+
+    @abstractmethod
+    def tf_from_pixels(self, pixels: tf.Tensor) -> tf.Tensor:
+        """(H, W, 3) uint8 RGB tensor -> float32 network input."""
+
+    def tf_batch_from_bytes(self, contents: tf.Tensor) -> tf.Tensor:
+        """A batch of encoded images (1-D string tensor) -> (N, H, W, C) float32."""
+        import tensorflow as tf
+
+        return tf.map_fn(
+            self.tf_from_bytes,
+            contents,
+            fn_output_signature=tf.TensorSpec(self.input_shape, tf.float32),
+        )
+
+
+class MarcoPreprocessing(Preprocessing):
+    """The official MARCO graph's preprocessing, reproduced op for op.
+
+    Decode the JPEG (TensorFlow's default fast IDCT, as the graph's DecodeJpeg), scale to
+    [0, 1] (cast, times 1/255 in float32), `resize_image_with_crop_or_pad` to the central
+    square of side min(height, width) (the graph computes that target from the image shape;
+    a square never pads), the TF1 bilinear resize to size x size (align_corners=False,
+    half_pixel_centers=False: source = destination * in/out), then (x - 0.5) * 2.
+    """
+
+    name = "marco"
+    channels = 3
+    jpeg_dct = "fast"
+
+    def np_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        image = _rgb(pixels).astype(np.float32) * np.float32(1.0 / 255.0)
+        image = resize_bilinear_tf1_np(central_square_np(image), self.size, self.size)
+        return (image - np.float32(0.5)) * np.float32(2.0)
+
+    def tf_from_pixels(self, pixels: tf.Tensor) -> tf.Tensor:
+        import tensorflow as tf
+
+        image = tf.cast(pixels, tf.float32) * tf.constant(1.0 / 255.0, tf.float32)
+        image = central_square_tf(image)
+        image = tf.raw_ops.ResizeBilinear(
+            images=image[tf.newaxis],
+            size=[self.size, self.size],
+            align_corners=False,
+            half_pixel_centers=False,
+        )[0]
+        image = tf.ensure_shape(image, self.input_shape)
+        return (image - 0.5) * 2.0
+
+
+class MerckGrayPreprocessing(Preprocessing):
+    """Ghafurian et al.'s input: grayscale, the central square, area-downsampled to size.
+
+    For their 1280x960 images the central square is the central 960x960 window; other sizes
+    get their central min(height, width) square. Gray = 0.2989 R + 0.5870 G + 0.1140 B
+    (`tf.image.rgb_to_grayscale`'s weights) on values in [0, 1]; the downsampling is an
+    area average (each output pixel the mean of the input box it covers, as
+    `tf.image.resize(method="area")`), which does not alias at factors like 960/128 = 7.5.
+    Values are then scaled to [-1, 1] as (v - 0.5) * 2, the MARCO convention; the paper does
+    not state its scaling. JPEGs are decoded with the accurate IDCT so that TensorFlow and
+    Pillow decode identically.
+    """
+
+    name = "merck_gray"
+    channels = 1
+    jpeg_dct = "accurate"
+    GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+
+    def np_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        image = central_square_np(_rgb(pixels)).astype(np.float32) * np.float32(1.0 / 255.0)
+        gray = image @ np.asarray(self.GRAY_WEIGHTS, dtype=np.float32)
+        gray = resize_area_np(gray, self.size, self.size)
+        return ((gray - np.float32(0.5)) * np.float32(2.0))[..., np.newaxis]
+
+    def tf_from_pixels(self, pixels: tf.Tensor) -> tf.Tensor:
+        import tensorflow as tf
+
+        image = tf.cast(central_square_tf(pixels), tf.float32) * tf.constant(1.0 / 255.0)
+        gray = tf.tensordot(image, tf.constant(self.GRAY_WEIGHTS, tf.float32), [[-1], [-1]])
+        gray = tf.image.resize(gray[..., tf.newaxis], self.input_size, method="area")
+        gray = tf.ensure_shape(gray, self.input_shape)
+        return (gray - 0.5) * 2.0
+
+
+REGISTRY: dict[str, type[Preprocessing]] = {
+    MarcoPreprocessing.name: MarcoPreprocessing,
+    MerckGrayPreprocessing.name: MerckGrayPreprocessing,
+}
+
+
+def from_spec(spec: dict[str, Any]) -> Preprocessing:
+    """Rebuild a preprocessing from a model card's `preprocessing` field."""
+    params = dict(spec)
+    name = params.pop("name", None)
+    params.pop("description", None)
+    if name not in REGISTRY:
+        raise PreprocessingError(
+            f"unknown preprocessing {name!r} (known: {', '.join(sorted(REGISTRY))})"
+        )
+    try:
+        return REGISTRY[name](**params)
+    except TypeError as exc:
+        raise PreprocessingError(f"preprocessing {name}: bad parameters {params}: {exc}") from None
+
+
+# --- decoding -----------------------------------------------------------------------------
+
+
+def decode_np(data: bytes) -> np.ndarray:
+    """Encoded image -> (H, W, 3) uint8 RGB with Pillow (alpha dropped, 16-bit scaled to 8)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()
+        if image.mode.startswith("I;16") or image.mode == "I":
+            wide = np.asarray(image, dtype=np.uint32) >> 8
+            return np.repeat(np.clip(wide, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+        return np.asarray(image.convert("RGB"))
+
+
+def decode_tf(contents: tf.Tensor, jpeg_dct: str = "fast") -> tf.Tensor:
+    """Encoded image -> (H, W, 3) uint8 RGB with TensorFlow's decoders."""
+    import tensorflow as tf
+
+    if jpeg_dct == "fast":  # DecodeImage on a JPEG is DecodeJpeg with its default attributes
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+    return tf.cond(
+        tf.io.is_jpeg(contents),
+        lambda: tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(contents, channels=3, expand_animations=False),
+    )
+
+
+def _rgb(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise PreprocessingError(
+            f"expected (H, W, 3) uint8 RGB pixels, got {pixels.shape} {pixels.dtype}"
+        )
+    return pixels
+
+
+# --- geometry: numpy twins of the TensorFlow ops ------------------------------------------
+
+
+def central_square_np(image: np.ndarray) -> np.ndarray:
+    """`resize_image_with_crop_or_pad` to side min(h, w): offsets (h - s) // 2, (w - s) // 2."""
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def central_square_tf(image: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
+    shape = tf.shape(image)
+    side = tf.minimum(shape[0], shape[1])
+    return tf.image.resize_with_crop_or_pad(image, side, side)
+
+
+def _tf1_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lower index, upper index and weight per output row, as TF1's legacy ResizeBilinear."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    source = np.arange(out_size, dtype=np.float32) * scale
+    floor = np.floor(source)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(source).astype(np.int64), in_size - 1)
+    return lower, upper, (source - floor).astype(np.float32)
+
+
+def resize_bilinear_tf1_np(image: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
+    """ResizeBilinear(align_corners=False, half_pixel_centers=False) on float32 (H, W, C)."""
+    image = image.astype(np.float32, copy=False)
+    y0, y1, wy = _tf1_bilinear_taps(image.shape[0], out_height)
+    x0, x1, wx = _tf1_bilinear_taps(image.shape[1], out_width)
+    wx = wx[None, :, None]
+    top_left, top_right = image[y0][:, x0], image[y0][:, x1]
+    bottom_left, bottom_right = image[y1][:, x0], image[y1][:, x1]
+    top = top_left + (top_right - top_left) * wx
+    bottom = bottom_left + (bottom_right - bottom_left) * wx
+    return top + (bottom - top) * wy[:, None, None]
+
+
+def _area_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) weights: the share of each input cell in each output box, rows sum to 1."""
+    scale = in_size / out_size
+    starts = np.arange(out_size)[:, None] * scale
+    cells = np.arange(in_size)[None, :]
+    overlap = np.clip(np.minimum(cells + 1, starts + scale) - np.maximum(cells, starts), 0, None)
+    return (overlap / scale).astype(np.float32)
+
+
+def resize_area_np(image: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
+    """Area-average resize of a float32 (H, W) image, as `tf.image.resize(method="area")`."""
+    rows = _area_matrix(image.shape[0], out_height)
+    cols = _area_matrix(image.shape[1], out_width)
+    return rows @ image.astype(np.float32, copy=False) @ cols.T
