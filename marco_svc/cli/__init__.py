@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from marco_svc import __version__
-from marco_svc.cli import db, images, ingest, plates, serve, settings
+from marco_svc.cli import db, demo, images, ingest, plates, serve, settings, synth
 from marco_svc.cli.common import CliState
 
 
@@ -46,7 +46,7 @@ def cli(ctx: click.Context, config_file: str | None, verbose: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (db, serve, ingest, plates, images, settings):
+for module in (db, serve, ingest, plates, images, settings, demo, synth):
     cli.add_command(module.command)
 
 
