@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from marco_svc.synth.scene import Blob, Scene
+from marco_svc.synth.scene import Blob, Dry, Scene
 
 BAD_DROP_VARIANTS: tuple[str, ...] = (
     "no drop",
@@ -29,8 +29,10 @@ def spoil(scene: Scene, variant: str, rng: np.random.Generator) -> tuple[Scene, 
     u = rng.uniform
     well, light, camera = scene.well, scene.light, scene.camera
     if variant == "no drop":
-        dry = replace(well, crescent=0.0, shade=0.0, limb=well.limb * 0.5)
-        return scene.with_(well=dry, drops=(), fills_well=False), ""
+        floor = Dry(hot=u(0.04, 0.14), edge=u(0.08, 0.25), ring_radius=u(0.5, 0.85),
+                    ring_depth=u(0.04, 0.15))  # fmt: skip
+        empty = replace(well, crescent=0.0, shade=0.0, limb=well.limb * 0.5)
+        return scene.with_(well=empty, drops=(), fills_well=False, dry=floor), ""
     if variant == "out of focus":
         blurred = replace(camera, defocus=u(5.0, 18.0))
         return scene.with_(camera=blurred, well=replace(well, blur=well.blur + u(2, 10))), ""

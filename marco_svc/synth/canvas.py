@@ -8,7 +8,7 @@ into uint8 masks (OpenCV anti-aliases 8-bit images only) and used as float cover
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -64,6 +64,14 @@ class Canvas:
         """A smooth random field of about unit spread: a coarse Gaussian grid, cubic upsampled."""
         coarse = rng.standard_normal(cells).astype(np.float32)
         return cv2.resize(coarse, (self.width, self.height), interpolation=cv2.INTER_CUBIC)
+
+    def smooth(self, make: Callable[[Canvas], np.ndarray]) -> np.ndarray:
+        """A smooth field computed on a canvas up to 4x coarser, resized to this one."""
+        factor = max(1, min(4, self.height // 64))
+        if factor == 1:
+            return make(self)
+        coarse = make(Canvas(self.height // factor, self.width // factor))
+        return cv2.resize(coarse, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
     def blur(self, image: np.ndarray, sigma_ref: float) -> np.ndarray:
         """Gaussian blur with sigma in reference pixels (a no-op below a fifth of a pixel)."""
@@ -127,6 +135,16 @@ class Mask:
             self.data, [self._fixed(points)], closed, _level(strength), width, cv2.LINE_AA, _SHIFT
         )
 
+    def speck(self, points: np.ndarray, value: float = 1.0) -> None:
+        """A small polygon; below a pixel, a disc of its area (so it fades, not fattens)."""
+        centre = points.mean(axis=0)
+        if np.abs(points - centre).max() >= 1.0:
+            self.polygon(points, value)
+            return
+        x, y = points[:, 0], points[:, 1]
+        area = 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+        self.circle(centre, np.sqrt(area / np.pi), value)
+
     def circle(self, centre: Sequence[float], radius: float, value: float = 1.0) -> None:
         """Anti-aliased disc; discs below a pixel fade with their area."""
         if radius < 0.6:
@@ -154,8 +172,13 @@ def grain(canvas: Canvas, rng: np.random.Generator, sigma_ref: float) -> np.ndar
     Its spread is 1 at full size and shrinks as a downscaled full-size texture would,
     so a small render looks like a real image resized, not like a noisier one.
     """
-    noise = rng.standard_normal(canvas.shape, dtype=np.float32)
     sigma = sigma_ref * canvas.u
+    factor = int(min(sigma // 2, 4)) if sigma >= 4 else 1
+    if factor > 1:  # smooth texture: draw it coarse and resize
+        coarse = Canvas(canvas.height // factor, canvas.width // factor)
+        small = grain(coarse, rng, sigma_ref * canvas.u / coarse.u / factor)
+        return cv2.resize(small, (canvas.width, canvas.height), interpolation=cv2.INTER_LINEAR)
+    noise = rng.standard_normal(canvas.shape, dtype=np.float32)
     if sigma >= 0.5:
         noise = cv2.GaussianBlur(noise, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
         return noise * np.float32(2.0 * np.sqrt(np.pi) * sigma)

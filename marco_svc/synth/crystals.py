@@ -350,8 +350,12 @@ def draw_microcrystals(
             radii = size * rng.uniform(0.6, 1.0, sides)
             xy = np.stack([x + radii * np.cos(angles), y + radii * np.sin(angles)], axis=1)
             poly = canvas.points(xy)
-            bright.polygon(poly, rng.uniform(0.3, 1.0))
-            dark.polyline(poly, max(1.3 * canvas.u, 0.5), rng.uniform(0.5, 1.0), closed=True)
+            shine, shade = rng.uniform(0.3, 1.0), rng.uniform(0.5, 1.0)
+            if size * canvas.u >= 1.5:
+                bright.polygon(poly, shine)
+                dark.polyline(poly, max(1.3 * canvas.u, 0.5), shade, closed=True)
+            else:  # below a pixel or two a crystal is a faint dark sparkle
+                dark.speck(poly, 0.6 * shade)
             drawn.append(poly)
         boxes.append(film.box(np.concatenate(drawn), pad=1.0))
     film.absorb(bright, (1.18, 1.2, 1.22))

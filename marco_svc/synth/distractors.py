@@ -68,9 +68,9 @@ def _dust(film: Film, region: Region, rng: np.random.Generator) -> None:
         radii = size * rng.uniform(0.4, 1.0, sides)
         poly = canvas.points(np.stack([x + radii * np.cos(angles), y + radii * np.sin(angles)], 1))
         if blurred:
-            soft.polygon(poly, rng.uniform(0.1, 0.3))
+            soft.speck(poly, rng.uniform(0.1, 0.3))
         else:
-            sharp.polygon(poly, rng.uniform(0.35, 0.85))
+            sharp.speck(poly, rng.uniform(0.35, 0.85))
     soft.data = cv2.GaussianBlur(soft.data, (0, 0), max(3.0 * canvas.u, 0.5))
     film.absorb(sharp, (0.25, 0.25, 0.32))
     film.absorb(soft, (0.4, 0.4, 0.45))

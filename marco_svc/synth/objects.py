@@ -34,11 +34,13 @@ def _grains(
     ix = np.clip(pts[:, 0].astype(np.int64), 0, canvas.width - 1)
     iy = np.clip(pts[:, 1].astype(np.int64), 0, canvas.height - 1)
     keep = keep_draw < density[iy, ix]
-    sigma = max(size * canvas.u, 0.5)
+    # Each grain absorbs 1 - exp(-strength) at its centre; its integral over the grain is
+    # kept at any render size (a small render averages grains, it does not thicken them).
+    radius = size * canvas.u
+    loss = -np.expm1(-weights[keep]) * (2 * np.pi * radius * radius)
+    sigma = max(radius, 0.5)
     flat = np.bincount(
-        iy[keep] * canvas.width + ix[keep],
-        weights=weights[keep] * (2 * np.pi * sigma * sigma),
-        minlength=canvas.width * canvas.height,
+        iy[keep] * canvas.width + ix[keep], weights=loss, minlength=canvas.width * canvas.height
     )
     od = flat.reshape(canvas.shape).astype(np.float32)
     return cv2.GaussianBlur(od, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
@@ -56,14 +58,14 @@ def draw_precipitate(film: Film, region: Region, rng: np.random.Generator, heavy
         colour = (u(0.72, 0.88), u(0.92, 1.0), u(1.08, 1.3))
         strength = (0.05, u(0.3, 0.8))
     else:
-        bias, haze, n = u(0.15, 0.65), u(0.01, 0.06), int(u(6_000, 40_000))
+        bias, haze, n = u(0.35, 0.8), u(0.02, 0.08), int(u(15_000, 50_000))
         colour = (u(0.85, 0.95), 1.0, u(1.05, 1.2))
-        strength = (0.03, u(0.15, 0.4))
+        strength = (0.05, u(0.3, 0.7))
     density = np.clip(bias + 0.45 * cloud, 0.0, 1.0) * weight
     od = haze * density
     if heavy:
         threshold = u(-0.8, 0.3)
-        lumps = smoothstep(threshold, threshold + 1.4, clumps) * density
+        lumps = smoothstep(threshold, threshold + u(1.4, 2.4), clumps) * density
         od += lumps * np.float32(u(0.1, 0.5))
         density = density * (0.15 + 0.85 * lumps)
     od += _grains(film, region, rng, density, n, u(0.6, 1.3), strength)
@@ -79,7 +81,7 @@ def draw_phase_separation(
         radii = list(u(50, 0.45 * region.radius, int(rng.integers(1, 5))))
         radii += list(3.0 * (1 - u(0, 1, int(rng.integers(10, 120)))) ** (-1 / 1.6))
     else:
-        n = int(np.exp(u(np.log(15), np.log(450))))
+        n = int(np.exp(u(np.log(25), np.log(450))))
         r_min = u(2.5, 6)
         r_max = u(12, 60)
         radii = list(np.minimum(r_min * (1 - u(0, 1, n)) ** (-1 / u(1.4, 2.4)), r_max))

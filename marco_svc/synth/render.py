@@ -22,6 +22,7 @@ from marco_svc.synth import bad, objects
 from marco_svc.synth.background import Background
 from marco_svc.synth.camera import (
     JPEG_MIN_SCALE,
+    JPEG_NOISE_KEPT,
     add_noise,
     decode_jpeg,
     encode_jpeg,
@@ -153,11 +154,13 @@ def render_drop(
     image = base * film.t
     image = canvas.blur(image, scene.camera.defocus)
     image = expose(image, scene.light.exposure)
+    compress = canvas.u >= JPEG_MIN_SCALE
     noise = scene.camera.noise * (0.5 if backdrop is not None else 1.0)
+    noise *= 1.0 if compress else JPEG_NOISE_KEPT  # JPEG smooths some noise away
     image = add_noise(canvas, image, noise, stream(seed, _NOISE))
     pixels = to_uint8(image)
     jpeg = None
-    if canvas.u >= JPEG_MIN_SCALE:
+    if compress:
         jpeg = encode_jpeg(pixels, scene.camera.jpeg_quality, comment(label, seed, variant))
         pixels = decode_jpeg(jpeg)
 

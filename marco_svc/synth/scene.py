@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
 from marco_svc.synth.canvas import Canvas, grain, smoothstep
@@ -53,7 +54,7 @@ class Well:
     wall_grain: float  # strength of the olive speckle on the wall
     band_width: float  # grey rim just outside the aperture
     band_level: float
-    line_level: float  # the thin light line in the rim, lower half
+    line_level: float  # the thin light line in the rim, strongest in the lower half
     crescent: float  # thickness of the dark crescent at the bottom of the aperture
     crescent_angle: float  # where the crescent is thickest (pi/2 = bottom)
     limb: float  # darkening of the aperture towards its edge
@@ -91,12 +92,23 @@ class Camera:
 
 
 @dataclass(frozen=True)
+class Dry:
+    """An empty sub-well: the bare curved plastic floor, no liquid lens, no meniscus."""
+
+    hot: float  # brighter centre where the curved floor focuses the light
+    edge: float  # darkening towards the rim
+    ring_radius: float  # the floor's moulded step, as a fraction of the aperture radius
+    ring_depth: float
+
+
+@dataclass(frozen=True)
 class Scene:
     well: Well
     drops: tuple[Blob, ...]
     fills_well: bool  # the drop fills the sub-well: its edge is the aperture edge
     light: Light
     camera: Camera
+    dry: Dry | None = None  # set when there is no drop at all
     fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def drop_circle(self) -> tuple[float, float, float]:
@@ -130,41 +142,43 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         cx=u(-10, 35),
         cy=u(-10, 35),
         radius=radius,
-        wall_a=radius + u(130, 175),
-        wall_b=radius + u(120, 190),
-        wall_n=u(2.2, 3.0),
+        wall_a=radius + u(125, 175),
+        wall_b=radius + u(125, 190),
+        wall_n=u(2.4, 3.2),
         wall_dx=u(-20, 20),
         wall_dy=u(-10, 25),
         wall_soft=u(8, 30),
-        wall_grain=u(0.4, 1.0),
+        wall_grain=u(0.5, 1.2),
         band_width=u(10, 26),
-        band_level=u(0.12, 0.38),
-        line_level=u(0.0, 0.3),
+        band_level=u(0.2, 0.42),
+        line_level=u(0.05, 0.35),
         crescent=u(0, 34) if rng.random() < 0.85 else 0.0,
         crescent_angle=np.pi / 2 + u(-0.3, 0.3),
         limb=u(0.03, 0.15),
         shade=u(0.1, 0.4),
         slot=u(0.1, 0.45) if rng.random() < 0.6 else 0.0,
         plate_level=u(0.6, 0.86),
-        blur=u(1.2, 4.0) if rng.random() < 0.8 else u(4.0, 12.0),
+        blur=u(1.5, 4.5) if rng.random() < 0.8 else u(4.5, 12.0),
     )
     fills = rng.random() < 0.55
     drops: tuple[Blob, ...] = () if fills else (_sample_blob(rng, well),)
     if fills:
         _ = _sample_blob(rng, well)  # keep the stream aligned with the other branch
-    cast_r = u(0.86, 0.99)
-    cast_b = u(1.02, 1.13)
-    if rng.random() < 0.12:  # a more neutral lamp
-        cast_r, cast_b = u(0.96, 1.02), u(0.96, 1.03)
+    # The real plate's cast: R/G 0.92..0.98, B/G 1.03..1.15, bluer when less red.
+    blue, n_r, n_b = rng.standard_normal(3)
+    cast_r = float(np.clip(0.945 - 0.022 * blue + 0.012 * n_r, 0.86, 1.0))
+    cast_b = float(np.clip(1.085 + 0.04 * blue + 0.018 * n_b, 1.0, 1.2))
+    if rng.random() < 0.08:  # a more neutral lamp
+        cast_r, cast_b = u(0.97, 1.02), u(0.96, 1.02)
     light = Light(
-        level=u(0.7, 0.86),
+        level=u(0.68, 0.84),
         cast=(cast_r, 1.0, cast_b),
         fall=u(0.0, 0.25),
         tilt=u(0.0, 0.08),
         tilt_angle=u(0, 2 * np.pi),
-        patches=u(0.01, 0.05),
+        patches=u(0.02, 0.07),
         streaks=tuple(
-            (u(0, np.pi), u(-250, 250), u(15, 90), u(-0.08, 0.08))
+            (u(0, np.pi), u(-250, 250), u(15, 90), u(-0.1, 0.1))
             for _ in range(int(rng.integers(0, 4)))
         ),
         rainbow=u(0.0, 0.035) if rng.random() < 0.8 else u(0.035, 0.09),
@@ -176,7 +190,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     )
     camera = Camera(
         focus=u(0.0, 1.2),
-        noise=u(0.012, 0.02),
+        noise=u(0.015, 0.024),
         jpeg_quality=int(rng.integers(72, 90)),
     )
     fields = {
@@ -185,7 +199,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         "wall": rng.standard_normal((6, 7)).astype(np.float32),
         "plate": rng.standard_normal((4, 5)).astype(np.float32),
     }
-    return Scene(well, drops, fills, light, camera, fields)
+    return Scene(well, drops, fills, light, camera, fields=fields)
 
 
 def _sample_blob(rng: np.random.Generator, well: Well) -> Blob:
@@ -207,8 +221,6 @@ def _sample_blob(rng: np.random.Generator, well: Well) -> Blob:
 
 
 def _field(canvas: Canvas, coarse: np.ndarray) -> np.ndarray:
-    import cv2
-
     return cv2.resize(coarse, (canvas.width, canvas.height), interpolation=cv2.INTER_CUBIC)
 
 
@@ -237,13 +249,21 @@ def aperture_light(canvas: Canvas, scene: Scene) -> np.ndarray:
         brightness *= 1.0 + amplitude * (smoothstep(-width, width, along) - 0.5)
     r = np.sqrt(dx * dx + dy * dy) + 1e-3
     towards = (np.cos(light.rainbow_focus) * dx + np.sin(light.rainbow_focus) * dy) / r
-    weight = np.clip(r / well.radius, 0.0, 1.0) ** 2 * (0.55 + 0.45 * towards)
+    weight = np.clip(r / well.radius, 0.0, 1.0) ** 3 * (0.5 + 0.5 * towards)
     hue = (np.cos(light.rainbow_angle) * dx + np.sin(light.rainbow_angle) * dy) * (
         2 * np.pi / light.rainbow_period
     ) + 0.8 * _field(canvas, scene.fields["hue"])
-    colour = _tint(hue, light.rainbow * (0.25 + 0.75 * weight))
+    colour = _tint(hue, light.rainbow * (0.1 + 0.9 * weight))
     colour *= np.asarray(light.cast, np.float32)
     return colour * brightness[..., None]
+
+
+def plate_light(canvas: Canvas, scene: Scene) -> np.ndarray:
+    """Colour of the plate plastic around the well: pale blue-grey with rainbow shimmer."""
+    xs, ys = canvas.grid
+    hue = 1.2 * _field(canvas, scene.fields["plate"]) + (xs + ys) / 220.0
+    colour = np.asarray((0.93, 0.99, 1.06), np.float32) * np.float32(scene.well.plate_level)
+    return _tint(hue, scene.light.plate_rainbow) * colour
 
 
 def drop_factor(canvas: Canvas, scene: Scene) -> np.ndarray:
@@ -289,20 +309,15 @@ def render_base(canvas: Canvas, scene: Scene, rng: np.random.Generator) -> np.nd
     The well structure gets its own (often stronger) focus blur; the drops, which are
     in the focal plane, are put in after it.
     """
-    well, light = scene.well, scene.light
+    well = scene.well
     xs, ys = canvas.grid
     dx, dy = xs - well.cx, ys - well.cy
     r = np.sqrt(dx * dx + dy * dy)
     d = r - well.radius  # > 0 outside the aperture
     aa = 1.0 / canvas.u
 
-    # Plate plastic in the corners: pale blue-grey with rainbow shimmer.
-    plate_hue = 1.2 * _field(canvas, scene.fields["plate"]) + (dx + dy) / 220.0
-    image = (
-        _tint(plate_hue, light.plate_rainbow)
-        * np.asarray((0.93, 0.99, 1.06), np.float32)
-        * np.float32(well.plate_level)
-    )
+    # Plate plastic in the corners; smooth fields are computed coarse and resized.
+    image = canvas.smooth(lambda c: plate_light(c, scene))
 
     # The wall: a dark rounded square with an olive speckle and a soft outer edge.
     wx, wy = np.abs(dx - well.wall_dx) / well.wall_a, np.abs(dy - well.wall_dy) / well.wall_b
@@ -311,7 +326,7 @@ def render_base(canvas: Canvas, scene: Scene, rng: np.random.Generator) -> np.nd
     texture = grain(canvas, rng, 1.6)
     ragged = grain(canvas, rng, 6.0)
     soft = well.wall_soft / well.wall_a
-    wall = 1.0 - smoothstep(1.0 - soft, 1.0 + soft, s + 0.12 * soft * ragged + 0.1 * soft * texture)
+    wall = 1.0 - smoothstep(1.0 - soft, 1.0 + soft, s + 0.15 * soft * ragged)
     outer = smoothstep(0.8, 1.0, s)
     speck = np.maximum(texture + 0.4, 0.0) * np.float32(0.014 * well.wall_grain) * (1.0 + outer)
     wall_rgb = np.stack([0.04 + speck, 0.038 + speck * 0.95, 0.056 + speck * 0.55], axis=-1)
@@ -332,19 +347,25 @@ def render_base(canvas: Canvas, scene: Scene, rng: np.random.Generator) -> np.nd
         (0.8, 0.86, 1.04), np.float32
     )
     lower = np.clip(dy / well.radius, 0.0, 1.0)
-    line = (
-        np.exp(-(((d - 0.55 * well.band_width) / 2.2) ** 2)) * lower * np.float32(well.line_level)
-    )
+    line = np.exp(-(((d - 0.55 * well.band_width) / 2.2) ** 2)) * (0.35 + 0.65 * lower)
+    line *= np.float32(well.line_level)
     image += band[..., None] * (band_rgb - image)
     image += line[..., None] * np.asarray((0.9, 0.9, 0.45), np.float32)
 
     # The lit aperture, darkening towards its edge, with the meniscus crescent at the bottom.
     inside = np.clip(0.5 - d / aa, 0.0, 1.0)
-    lit = aperture_light(canvas, scene)
+    lit = canvas.smooth(lambda c: aperture_light(c, scene))
     sx = dx + well.crescent * np.cos(well.crescent_angle)
     sy = dy + well.crescent * np.sin(well.crescent_angle)
     shifted = np.sqrt(sx * sx + sy * sy) - well.radius  # distance to the shadow circle
     lit *= (1.0 - well.limb * np.exp(np.minimum(d, 0) / 8.0))[..., None]
+    if scene.dry is not None:
+        rho = r / well.radius
+        dry = 1.0 + scene.dry.hot * np.exp(-((rho / 0.45) ** 2)) - scene.dry.edge * rho**4
+        dry -= scene.dry.ring_depth * np.exp(
+            -(((rho - scene.dry.ring_radius) * well.radius / 3.0) ** 2)
+        )
+        lit *= dry[..., None]
     lit *= (1.0 - well.shade * np.exp(np.minimum(shifted, 0) / 25.0))[..., None]
     crescent = np.clip(0.5 + shifted / aa, 0.0, 1.0) * (1.0 - np.clip(d / aa + 0.5, 0, 1))
     lit += crescent[..., None] * (np.asarray((0.05, 0.05, 0.09), np.float32) - lit)
