@@ -104,6 +104,22 @@ def test_every_bad_drop_variant_renders(variant: str) -> None:
         assert drop.params["detail"] in ("off centre", "split", "smeared")
 
 
+@pytest.mark.parametrize("label", CRYSTAL_CLASSES_10)
+def test_crystal_count_is_exact_and_never_zero(label: str) -> None:
+    for seed in range(12):
+        for count in (1, 3):
+            drop = render_drop(label, seed, TINY, crystals=count, distractors=False)
+            assert len(drop.crystal_boxes) == count, (seed, count, drop.variant)
+        assert render_drop(label, seed, TINY).crystal_boxes  # a crystal class shows crystals
+
+
+def test_many_seeds_render_at_a_tiny_size() -> None:
+    """Small drops (split dispensing failures) and extreme draws must not break a class."""
+    for seed in range(30):
+        for label in MERCK10_LABELS:
+            assert render_drop(label, seed, (40, 48)).image.shape == (40, 48, 3)
+
+
 def test_variants_are_chosen_by_seed_and_checked() -> None:
     seen = {render_drop("bad drop", seed, TINY).variant for seed in range(40)}
     assert seen == set(BAD_DROP_VARIANTS)

@@ -9,7 +9,7 @@ bounding boxes (render pixels) of what it drew.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -254,15 +254,25 @@ def draw_crystals(
 def draw_needles_and_plates(
     film: Film, region: Region, rng: np.random.Generator, kind: str, count: int | None = None
 ) -> list[Box]:
-    """Needles (single, bundles or sea urchins) and/or thin plates (single or stacked)."""
+    """Needles (single, bundles or sea urchins) and/or thin plates (single or stacked).
+
+    With `count`, exactly that many crystals: for "needles and plates" half of them
+    (rounded down, at least one) are plates.
+    """
+    needles = plates = 0
+    if count is not None:
+        plates = count if kind == "plates" else max(count // 2, 1) if kind != "needles" else 0
+        needles = count - plates
+        if kind == "needles and plates" and needles < 1:
+            raise ValueError("needles and plates takes crystals=2 or more")
     boxes: list[Box] = []
     if kind in ("needles", "needles and plates"):
         groups = 1 if count is not None else int(rng.integers(1, 4))
         for g in range(groups):
-            n = count if count is not None else int(rng.integers(1, 16))
+            n = needles if count is not None else int(rng.integers(1, 16))
             boxes += _needle_group(film, region, rng, n, urchin=g % 2 == 0 and n > 3)
     if kind in ("plates", "needles and plates"):
-        n = count if count is not None else int(rng.integers(1, 7))
+        n = plates if count is not None else int(rng.integers(1, 7))
         boxes += _plates(film, region, rng, n)
     return boxes
 
@@ -270,7 +280,8 @@ def draw_needles_and_plates(
 def _needle_group(
     film: Film, region: Region, rng: np.random.Generator, n: int, urchin: bool
 ) -> list[Box]:
-    length_max = rng.uniform(90, min(420, 1.4 * region.radius))
+    longest = min(420.0, 1.6 * region.radius)
+    length_max = rng.uniform(min(90.0, longest), longest)
     hub = region.sample(rng, margin=length_max * 0.5)
     direction = rng.uniform(0, np.pi)
     look = sample_look(rng, faint=rng.random() < 0.6)
@@ -297,8 +308,8 @@ def _needle_group(
         cx = hub[0] + np.cos(angle) * offset + rng.normal(0, 4)
         cy = hub[1] + np.sin(angle) * offset + rng.normal(0, 4)
         if np.hypot(cx - region.cx, cy - region.cy) > region.radius - length / 2:
-            continue
-        needle_look = Look(**{**look.__dict__, "hue": look.hue + rng.uniform(-1, 1)})
+            cx, cy = region.sample(rng, margin=length / 2)  # would stick out of the drop
+        needle_look = replace(look, hue=look.hue + rng.uniform(-1, 1))
         box = draw_solid(film, thin, turn, (cx, cy), length, needle_look, rng)
         if box is not None:
             boxes.append(box)
@@ -310,7 +321,7 @@ def _plates(film: Film, region: Region, rng: np.random.Generator, n: int) -> lis
     stacked = n > 1 and rng.random() < 0.5
     hub = region.sample(rng, margin=150)
     for _ in range(n):
-        size = rng.uniform(50, 260)
+        size = min(rng.uniform(50, 260), 1.2 * region.radius)
         solid = habit_solid(rng, "tablet")
         if stacked:
             centre = (hub[0] + rng.normal(0, size * 0.25), hub[1] + rng.normal(0, size * 0.25))
@@ -339,9 +350,7 @@ def draw_microcrystals(
         hub = np.asarray(region.sample(rng, margin=spread * 1.5))
         pts = hub + rng.normal(0, spread, (n, 2))
         inside = np.hypot(pts[:, 0] - region.cx, pts[:, 1] - region.cy) < region.radius - 6
-        pts = pts[inside]
-        if len(pts) == 0:
-            continue
+        pts = pts[inside] if inside.any() else hub[None, :]
         sizes = np.exp(rng.uniform(np.log(2.5), np.log(11), len(pts)))
         drawn = []
         for (x, y), size in zip(pts, sizes, strict=True):

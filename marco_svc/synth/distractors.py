@@ -118,7 +118,7 @@ def _skin(film: Film, region: Region, rng: np.random.Generator) -> None:
     canvas = film.canvas
     cx, cy = region.sample(rng, margin=80)
     angle = rng.uniform(0, np.pi)
-    length = rng.uniform(80, 0.9 * region.radius)
+    length = rng.uniform(80, max(0.9 * region.radius, 80))
     lines = Mask.full(canvas)
     t = np.linspace(-0.5, 0.5, 60)
     direction = np.array([np.cos(angle), np.sin(angle)])

@@ -78,7 +78,7 @@ def draw_phase_separation(
     """Oily droplets with refractive rims: many small, few large; or a few big oil lenses."""
     u = rng.uniform
     if variant == "oil film":
-        radii = list(u(50, 0.45 * region.radius, int(rng.integers(1, 5))))
+        radii = list(u(50, max(0.45 * region.radius, 50), int(rng.integers(1, 5))))
         radii += list(3.0 * (1 - u(0, 1, int(rng.integers(10, 120)))) ** (-1 / 1.6))
     else:
         n = int(np.exp(u(np.log(25), np.log(450))))

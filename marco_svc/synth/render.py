@@ -126,7 +126,7 @@ def render_drop(
     canvas = Canvas.of(size)
     key = LABELS.index(label)
     backdrop = _as_background(background)
-    variant = _variant(label, variant, stream(seed, _VARIANT, key), real=backdrop is not None)
+    variant = _variant(label, variant, stream(seed, _VARIANT, key), backdrop is not None, crystals)
     scene = sample_scene(stream(seed, _SCENE))
     detail = ""
     if label == "bad drop":
@@ -190,10 +190,14 @@ def _as_background(background: np.ndarray | Background | None) -> Background | N
     return Background.of(background)
 
 
-def _variant(label: str, chosen: str | None, rng: np.random.Generator, real: bool) -> str:
+def _variant(
+    label: str, chosen: str | None, rng: np.random.Generator, real: bool, crystals: int | None
+) -> str:
     options = VARIANTS.get(label, ("",))
     if real and label == "bad drop":
         options = bad.CAMERA_VARIANTS
+    if crystals == 1 and label == "needles & plates":
+        options = ("needles", "plates")  # one crystal cannot be both
     if chosen is None:
         return str(options[int(rng.integers(len(options)))])
     if chosen not in options:
