@@ -429,9 +429,10 @@ def test_synth_commands(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ds" / "manifest.csv").is_file()
     done = run_cli("synth", "gallery", "--out", str(tmp_path / "g.png"), "--seeds", "1",
-                   "--image-size", "48x57")  # fmt: skip
+                   "--image-size", "48x57", "--colours", "64")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "g.png").is_file()
+    with Image.open(tmp_path / "g.png") as sheet:
+        assert sheet.mode == "P" and sheet.size == (150 + 57, 14 * 48)
     done = run_cli("synth", "drop", "crystal", "--out", str(tmp_path / "x.jpg"))
     assert done.returncode != 0 and "unknown ten-way label" in done.stderr
     done = run_cli("synth", "plate", "--out", str(tmp_path / "p"), "--layout", "nope")

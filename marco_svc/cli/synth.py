@@ -227,7 +227,15 @@ def dataset(
     help="Folder of real drop images for a first row to compare with.",
 )
 @_size_option("160x191", "Render size of each tile.")
-def gallery(out: str, seeds: int, real: str | None, image_size: tuple[int, int]) -> None:
+@click.option(
+    "--colours",
+    type=click.IntRange(2, 256),
+    default=None,
+    help="Quantise to a palette of this many colours (a smaller file).",
+)
+def gallery(
+    out: str, seeds: int, real: str | None, image_size: tuple[int, int], colours: int | None
+) -> None:
     """A contact sheet of every class and bad-drop variant."""
     from marco_svc.synth.gallery import contact_sheet, save_sheet
 
@@ -235,7 +243,7 @@ def gallery(out: str, seeds: int, real: str | None, image_size: tuple[int, int])
     sheet = contact_sheet(
         range(seeds), tile=image_size, real=real_files[:: max(len(real_files) // seeds, 1)]
     )
-    click.echo(f"wrote {save_sheet(sheet, out)}")
+    click.echo(f"wrote {save_sheet(sheet, out, colours)}")
 
 
 @command.command("drop")

@@ -64,8 +64,12 @@ def _fit(image: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (tile[1], tile[0]), interpolation=cv2.INTER_AREA)
 
 
-def save_sheet(sheet: np.ndarray, path: str | Path) -> Path:
+def save_sheet(sheet: np.ndarray, path: str | Path, colours: int | None = None) -> Path:
+    """Write the sheet as PNG; `colours` quantises it to a palette for a small file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(sheet).save(path, optimize=True)
+    image = Image.fromarray(sheet)
+    if colours:
+        image = image.quantize(colours, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    image.save(path, optimize=True)
     return path
