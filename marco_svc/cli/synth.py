@@ -10,11 +10,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from marco_svc.cli.common import progress_enabled
+
+if TYPE_CHECKING:
+    from marco_svc.synth.plates import WrittenPlate
 
 # Rendering and its heavy imports load only when a synth command runs.
 
@@ -65,7 +68,9 @@ def plate_options(function: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Imager file layout: formulatrix-flat, rock-maker, or a registered one.",
         ),
-        click.option("--barcode", default=None, help="Plate barcode (default: SYN<seed>)."),
+        click.option(
+            "--barcode", default=None, help="Plate barcode (default: SYN and the seed in 5 digits)."
+        ),
         _size_option("1024x1224", "HEIGHTxWIDTH of the images (a Rock Imager frame by default)."),
     ]
     return functools.reduce(lambda f, d: d(f), reversed(decorators), function)
@@ -91,7 +96,7 @@ def write_synthetic_plate(
     layout: str,
     barcode: str | None,
     image_size: tuple[int, int],
-):  # -> WrittenPlate
+) -> WrittenPlate:
     """Render and write one plate, with a progress bar; raises ClickException on bad input."""
     from marco_svc.synth.plates import write_plate
 
@@ -112,7 +117,7 @@ def write_synthetic_plate(
             raise click.ClickException(str(exc)) from None
 
 
-def describe_plate(written) -> str:  # written: WrittenPlate
+def describe_plate(written: WrittenPlate) -> str:
     counts = Counter(img.render.label for img in written.images)
     mix = ", ".join(f"{n} {label}" for label, n in counts.most_common())
     return (
@@ -253,7 +258,7 @@ def gallery(
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="JPEG to write.")
 @_size_option("1024x1224", "HEIGHTxWIDTH.")
 def drop(label: str, seed: int, variant: str | None, out: str, image_size: tuple[int, int]) -> None:
-    """Render one drop of a ten-way class (e.g. 'small crystals') and print its ground truth."""
+    """Render one drop of a ten-way class and print its ground truth as JSON."""
     import json
 
     from marco_svc.synth.render import render_drop
