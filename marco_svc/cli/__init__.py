@@ -8,7 +8,19 @@ from typing import Any
 import click
 
 from marco_svc import __version__
-from marco_svc.cli import db, images, ingest, models, plates, score, serve, settings, watch
+from marco_svc.cli import (
+    db,
+    demo,
+    images,
+    ingest,
+    models,
+    plates,
+    score,
+    serve,
+    settings,
+    synth,
+    watch,
+)
 from marco_svc.cli.common import CliState
 
 
@@ -46,7 +58,7 @@ def cli(ctx: click.Context, config_file: str | None, verbose: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (db, serve, ingest, watch, plates, images, models, score, settings):
+for module in (db, serve, ingest, watch, plates, images, models, score, settings, demo, synth):
     cli.add_command(module.command)
 
 

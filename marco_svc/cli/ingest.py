@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
-from imager_adapters.registry import is_image_file, parse_path
+from imager_adapters.registry import Adapter, is_image_file, parse_path
 from marco_svc.adapters import adapters_for
 from marco_svc.cli.common import CliState, echo_json, existing_paths, json_option, pass_state
-from marco_svc.ingest import ingest
+from marco_svc.ingest import IngestResult, ingest
+from marco_svc.runtime import Runtime
 
 
 def image_files(root: Path) -> Iterator[Path]:
@@ -32,6 +33,34 @@ def image_files(root: Path) -> Iterator[Path]:
                 yield path
 
 
+def ingest_paths(
+    runtime: Runtime,
+    roots: list[Path],
+    chosen: list[Adapter] | None = None,
+    on_failure: Callable[[Path, IngestResult], None] | None = None,
+) -> tuple[Counter[str], list[IngestResult]]:
+    """Ingest every image file under the roots (through the configured adapters unless
+    `chosen`); counts by outcome, and every result."""
+    if chosen is None:
+        chosen = adapters_for(runtime.settings)
+    counts: Counter[str] = Counter()
+    results = []
+    for root in roots:
+        for path in image_files(root):
+            result = ingest(runtime.db, parse_path(path, chosen), runtime.settings.max_image_pixels)
+            counts[result.outcome] += 1
+            results.append(result)
+            if result.outcome == "failed" and on_failure is not None:
+                on_failure(path, result)
+    return counts, results
+
+
+def summary(counts: Counter[str]) -> str:
+    return (
+        f"{counts['created']} new, {counts['duplicate']} already stored, {counts['failed']} failed"
+    )
+
+
 @click.command("ingest")
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--adapter", "adapter_name", help="Use only this imager adapter.")
@@ -46,16 +75,12 @@ def command(
         if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
             raise click.ClickException(f"cannot read folder {root}: permission denied")
     chosen = adapters_for(state.settings, adapter_name)
-    runtime = state.runtime()
-    counts: Counter[str] = Counter()
-    results = []
-    for root in roots:
-        for path in image_files(root):
-            result = ingest(runtime.db, parse_path(path, chosen), runtime.settings.max_image_pixels)
-            counts[result.outcome] += 1
-            results.append(result)
-            if result.outcome == "failed" and not as_json:
-                click.echo(f"failed: {path}: {result.reason}", err=True)
+
+    def report(path: Path, result: IngestResult) -> None:
+        if not as_json:
+            click.echo(f"failed: {path}: {result.reason}", err=True)
+
+    counts, results = ingest_paths(state.runtime(), roots, chosen, report)
     if as_json:
         echo_json(
             {
@@ -72,7 +97,4 @@ def command(
             }
         )
     else:
-        click.echo(
-            f"{counts['created']} new, {counts['duplicate']} already stored, "
-            f"{counts['failed']} failed"
-        )
+        click.echo(summary(counts))

@@ -1,0 +1,271 @@
+"""`marco-svc synth`: synthetic drop images (plates, training sets, a gallery, one drop).
+
+Everything written here is marked synthetic; see marco_svc/synth.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from marco_svc.cli.common import progress_enabled
+
+if TYPE_CHECKING:
+    from marco_svc.synth.plates import WrittenPlate
+
+# Rendering and its heavy imports load only when a synth command runs.
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x1224' -> (1024, 1224): height x width."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not HEIGHTxWIDTH, e.g. 1024x1224") from None
+    if not (32 <= height <= 8192 and 32 <= width <= 8192):
+        raise click.BadParameter("height and width must be between 32 and 8192")
+    return height, width
+
+
+def _size_option(default: str, help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--image-size",
+        "image_size",
+        default=default,
+        show_default=True,
+        callback=lambda _ctx, _param, value: parse_size(value),
+        help=help,
+    )
+
+
+def plate_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that describe a synthetic plate (shared by `demo` and `synth plate`)."""
+    decorators = [
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Everything about the plate follows from it.",
+        ),
+        click.option("--wells", type=click.Choice(["96", "384"]), default="96", show_default=True),
+        click.option(
+            "--drops",
+            type=click.IntRange(1, 4),
+            default=2,
+            show_default=True,
+            help="Drops per well.",
+        ),
+        click.option(
+            "--layout",
+            default="formulatrix-flat",
+            show_default=True,
+            help="Imager file layout: formulatrix-flat, rock-maker, or a registered one.",
+        ),
+        click.option(
+            "--barcode", default=None, help="Plate barcode (default: SYN and the seed in 5 digits)."
+        ),
+        _size_option("1024x1224", "HEIGHTxWIDTH of the images (a Rock Imager frame by default)."),
+    ]
+    return functools.reduce(lambda f, d: d(f), reversed(decorators), function)
+
+
+@contextmanager
+def progress_bar(total: int, what: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A tqdm bar on a terminal, nothing otherwise."""
+    if not progress_enabled():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=what, unit="img") as bar:
+        yield lambda done, _total: bar.update(done - bar.n)
+
+
+def write_synthetic_plate(
+    out: Path,
+    seed: int,
+    wells: str,
+    drops: int,
+    layout: str,
+    barcode: str | None,
+    image_size: tuple[int, int],
+) -> WrittenPlate:
+    """Render and write one plate, with a progress bar; raises ClickException on bad input."""
+    from marco_svc.synth.plates import write_plate
+
+    total = int(wells) * drops
+    with progress_bar(total, "rendering") as progress:
+        try:
+            return write_plate(
+                out,
+                layout=layout,
+                barcode=barcode,
+                wells=int(wells),
+                drops=drops,
+                seed=seed,
+                size=image_size,
+                progress=progress,
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def describe_plate(written: WrittenPlate) -> str:
+    counts = Counter(img.render.label for img in written.images)
+    mix = ", ".join(f"{n} {label}" for label, n in counts.most_common())
+    return (
+        f"wrote {len(written.images)} SYNTHETIC images of plate {written.spec.barcode} "
+        f"({written.layout}) to {written.root}\n"
+        f"  classes: {mix}\n"
+        f"  ground truth: {written.truth_csv}"
+    )
+
+
+@click.group("synth")
+def command() -> None:
+    """Render synthetic (not real) drop images: plates, training sets, a gallery."""
+
+
+@command.command("plate")
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Folder to write into."
+)
+@plate_options
+def plate(
+    out: str,
+    seed: int,
+    wells: str,
+    drops: int,
+    layout: str,
+    barcode: str | None,
+    image_size: tuple[int, int],
+) -> None:
+    """Write a synthetic plate in an imager's layout (no ingest; see `marco-svc demo`)."""
+    written = write_synthetic_plate(Path(out), seed, wells, drops, layout, barcode, image_size)
+    click.echo(describe_plate(written))
+
+
+@command.command("dataset")
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Folder to write into."
+)
+@click.option("--count", "-n", type=click.IntRange(min=1), required=True, help="Number of images.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_size_option("256x306", "HEIGHTxWIDTH, rendered directly at that size.")
+@click.option(
+    "--group-size",
+    type=click.IntRange(min=1),
+    default=96,
+    show_default=True,
+    help="Images per group (synthetic plate) in the manifest.",
+)
+@click.option(
+    "--backgrounds",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder of real clear-drop images to draw into (never your test images).",
+)
+@click.option("--background-share", type=click.FloatRange(0, 1), default=0.5, show_default=True)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes (the output does not depend on it).",
+)
+def dataset(
+    out: str,
+    count: int,
+    seed: int,
+    image_size: tuple[int, int],
+    group_size: int,
+    backgrounds: str | None,
+    background_share: float,
+    jobs: int,
+) -> None:
+    """Write a class-balanced labelled training set and its manifest.csv."""
+    from marco_svc.synth.background import backgrounds_from_folder
+    from marco_svc.synth.dataset import write_dataset
+
+    found = backgrounds_from_folder(backgrounds) if backgrounds else ()
+    with progress_bar(count, "rendering") as progress:
+        manifest = write_dataset(
+            out,
+            count,
+            seed=seed,
+            size=image_size,
+            group_size=group_size,
+            backgrounds=found,
+            background_share=background_share,
+            jobs=jobs,
+            progress=progress,
+        )
+    click.echo(f"wrote {count} SYNTHETIC images and {manifest}")
+
+
+@command.command("gallery")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default="synth_gallery.png",
+    show_default=True,
+    help="PNG to write.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(1, 12),
+    default=4,
+    show_default=True,
+    help="Columns (seeds 0..N-1).",
+)
+@click.option(
+    "--real",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder of real drop images for a first row to compare with.",
+)
+@_size_option("160x191", "Render size of each tile.")
+@click.option(
+    "--colours",
+    type=click.IntRange(2, 256),
+    default=None,
+    help="Quantise to a palette of this many colours (a smaller file).",
+)
+def gallery(
+    out: str, seeds: int, real: str | None, image_size: tuple[int, int], colours: int | None
+) -> None:
+    """A contact sheet of every class and bad-drop variant."""
+    from marco_svc.synth.gallery import contact_sheet, save_sheet
+
+    real_files = sorted(Path(real).glob("*.jp*g")) if real else []
+    sheet = contact_sheet(
+        range(seeds), tile=image_size, real=real_files[:: max(len(real_files) // seeds, 1)]
+    )
+    click.echo(f"wrote {save_sheet(sheet, out, colours)}")
+
+
+@command.command("drop")
+@click.argument("label")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--variant", default=None, help="Sub-kind, e.g. 'out of focus' for a bad drop.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="JPEG to write.")
+@_size_option("1024x1224", "HEIGHTxWIDTH.")
+def drop(label: str, seed: int, variant: str | None, out: str, image_size: tuple[int, int]) -> None:
+    """Render one drop of a ten-way class and print its ground truth as JSON."""
+    import json
+
+    from marco_svc.synth.render import render_drop
+
+    try:
+        rendered = render_drop(label, seed, image_size, variant=variant)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    Path(out).write_bytes(rendered.to_jpeg())
+    click.echo(json.dumps(rendered.truth()))
