@@ -65,6 +65,19 @@ class Settings:
         "Crystal rules per lab, by plate-barcode prefix: 'PREFIX=RULE; PREFIX=RULE' "
         "(e.g. 'HWI=top_k:3; C3=threshold:op=fpr_0.016'); other plates use crystal_rule.",
     )
+    scoring_artifact: str = _setting(
+        "",
+        "Which artifact of the model scores: keras, tflite-fp32, tflite-fp16 or tflite-int8 "
+        "(default: keras when TensorFlow is installed, else the first TFLite one).",
+    )
+    scoring_enabled: bool = _setting(
+        True, "Score new images inside `marco-svc serve` and `marco-svc watch`."
+    )
+    scoring_batch_size: int = _setting(16, "Images per model call when scoring.")
+    heatmaps_for_hits: bool = _setting(
+        True, "Compute the SmoothGrad heatmap of every hit ahead of time, when idle."
+    )
+    smoothgrad_samples: int = _setting(50, "Noisy copies per SmoothGrad heatmap.")
     watch_roots: list[str] = _setting(  # noqa: RUF009
         [], "Folders `marco-svc serve` watches for new images (none: no watcher)."
     )

@@ -56,6 +56,19 @@ class Preprocessing(ABC):
         """What a model card stores: the name and the parameters `from_spec` needs."""
         return {"name": self.name, "size": self.size}
 
+    def input_box(
+        self, box: tuple[float, float, float, float], height: int, width: int
+    ) -> tuple[float, float, float, float]:
+        """A box (x0, y0, x1, y1) in original pixels, in network-input pixels.
+
+        Every registered preprocessing takes the central min(height, width) square and
+        scales it to `size`; parts of the box outside that square fall outside the input.
+        """
+        side = min(height, width)
+        left, top, scale = (width - side) / 2, (height - side) / 2, self.size / side
+        x0, y0, x1, y1 = box
+        return ((x0 - left) * scale, (y0 - top) * scale, (x1 - left) * scale, (y1 - top) * scale)
+
     # --- numpy / Pillow -------------------------------------------------------------------
 
     def np_from_bytes(self, data: bytes) -> np.ndarray:

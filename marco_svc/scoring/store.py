@@ -26,6 +26,7 @@ class PendingImage:
     image_id: int
     uri: str
     barcode: str | None
+    width: int | None
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,14 @@ class ScoreResult:
     latency_ms: float
 
 
-def pending_images(
-    session: Session, model_version_id: int, limit: int, after_id: int = 0
-) -> list[PendingImage]:
+def pending_images(session: Session, model_version_id: int, limit: int) -> list[PendingImage]:
     """Unscored (by this version), not failed images: new ones first, then by id."""
     scored = exists().where(Score.image_id == Image.id, Score.model_version_id == model_version_id)
     rows = session.execute(
-        select(Image.id, Image.uri, Plate.barcode)
+        select(Image.id, Image.uri, Plate.barcode, Image.width)
         .outerjoin(Inspection, Image.inspection_id == Inspection.id)
         .outerjoin(Plate, Inspection.plate_id == Plate.id)
-        .where(Image.status != "failed", ~scored, Image.id > after_id)
+        .where(Image.status != "failed", ~scored)
         .order_by(case((Image.status == "new", 0), else_=1), Image.id)
         .limit(limit)
     )
