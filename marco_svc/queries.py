@@ -9,7 +9,16 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from marco_svc.db.models import IMAGE_STATUSES, Drop, Image, Inspection, ModelVersion, Plate, Score
+from marco_svc.db.models import (
+    IMAGE_STATUSES,
+    Drop,
+    HumanScore,
+    Image,
+    Inspection,
+    ModelVersion,
+    Plate,
+    Score,
+)
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -162,3 +171,59 @@ def list_images(
     images = list(session.scalars(query))
     scores = latest_scores(session, (image.id for image in images))
     return [image_dict(image, scores.get(image.id)) for image in images]
+
+
+def image_detail(session: Session, image_id: int) -> dict[str, Any] | None:
+    """One image with every model's score and every human label."""
+    image = session.scalar(select(Image).options(*_IMAGE_LOADS).where(Image.id == image_id))
+    if image is None:
+        return None
+    scores = session.scalars(
+        select(Score)
+        .options(joinedload(Score.model_version))
+        .where(Score.image_id == image_id)
+        .order_by(Score.id)
+    )
+    humans = session.scalars(
+        select(HumanScore).where(HumanScore.image_id == image_id).order_by(HumanScore.id)
+    )
+    best = latest_scores(session, [image_id]).get(image_id)
+    return {
+        **image_dict(image, best),
+        "scores": [score_dict(score) for score in scores],
+        "human_scores": [
+            {
+                "label": h.label,
+                "scheme": h.scheme,
+                "who": h.who,
+                "source": h.source,
+                "at": _iso(h.created_at),
+            }
+            for h in humans
+        ],
+    }
+
+
+def hits_since(session: Session, cursor: int, limit: int) -> dict[str, Any]:
+    """Hits of the active model with a score id above `cursor`, oldest first, and the next
+    cursor. Only new scores move the cursor; a hit re-decided later is not sent again."""
+    rows = list(
+        session.scalars(
+            select(Score)
+            .options(joinedload(Score.model_version))
+            .join(ModelVersion)
+            .where(ModelVersion.active, Score.hit, Score.id > cursor)
+            .order_by(Score.id)
+            .limit(limit)
+        )
+    )
+    images = {
+        image.id: image
+        for image in session.scalars(
+            select(Image).options(*_IMAGE_LOADS).where(Image.id.in_([s.image_id for s in rows]))
+        )
+    }
+    return {
+        "hits": [image_dict(images[s.image_id], s) for s in rows],
+        "cursor": rows[-1].id if rows else cursor,
+    }

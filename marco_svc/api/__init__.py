@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from marco_svc.api import health, problems, uploads, v1
+from marco_svc.api import health, problems, scores, uploads, v1
 from marco_svc.runtime import Runtime, open_runtime
 
 
@@ -25,4 +25,5 @@ def create_app(runtime: Runtime | None = None, test_config: dict[str, Any] | Non
     app.register_blueprint(health.blueprint)
     app.register_blueprint(v1.blueprint, url_prefix="/api/v1")
     app.register_blueprint(uploads.blueprint, url_prefix="/api/v1")
+    app.register_blueprint(scores.blueprint, url_prefix="/api/v1")
     return app

@@ -27,6 +27,9 @@ def healthz():
         "database": runtime().db.url.get_backend_name(),
         "schema": revision,
     }
+    scorer = current_app.extensions.get("marco_scorer")
+    if scorer is not None:
+        body["scorer"] = scorer.status()
     watcher = current_app.extensions.get("marco_watcher")
     if watcher is not None:
         body["watcher"] = {

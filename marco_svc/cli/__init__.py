@@ -16,6 +16,7 @@ from marco_svc.cli import (
     models,
     plates,
     score,
+    scores,
     serve,
     settings,
     synth,
@@ -58,7 +59,20 @@ def cli(ctx: click.Context, config_file: str | None, verbose: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (db, serve, ingest, watch, plates, images, models, score, settings, demo, synth):
+for module in (
+    db,
+    serve,
+    ingest,
+    watch,
+    plates,
+    images,
+    models,
+    score,
+    scores,
+    settings,
+    demo,
+    synth,
+):
     cli.add_command(module.command)
 
 

@@ -13,9 +13,17 @@ from marco_svc.cli.ingest import ingest_paths, summary
 from marco_svc.cli.synth import describe_plate, plate_options, write_synthetic_plate
 
 
-def score_demo_plate(state: CliState, image_ids: list[int]) -> None:
-    """Scoring goes here: once marco_svc.scoring can score stored images, score these with
-    the active model so the demo plate shows hits. Until then the images stay `new`."""
+def score_demo_plate(state: CliState) -> str:
+    """Score the demo plate with the active (else the shipped default) model."""
+    from marco_svc.scoring.engine import NoModel, ScoringEngine
+
+    runtime = state.runtime()
+    try:
+        engine = ScoringEngine(runtime, batch_size=runtime.settings.scoring_batch_size)
+    except NoModel as exc:
+        return f"not scored: {exc}"
+    done = engine.run_pending()
+    return f"scored {done} image(s) with {engine.model.ref} ({engine.runner.fmt})"
 
 
 @click.command("demo")
@@ -50,8 +58,8 @@ def command(
         )
 
     runtime = state.runtime()
-    counts, results = ingest_paths(runtime, [written.image_root])
-    score_demo_plate(state, [r.image_id for r in results if r.outcome != "failed"])
+    counts, _ = ingest_paths(runtime, [written.image_root])
+    scored = score_demo_plate(state)
 
     barcode = written.spec.barcode
     if as_json:
@@ -63,6 +71,7 @@ def command(
                 "truth": str(written.truth_csv),
                 "synthetic": True,
                 "ingest": dict(counts),
+                "scoring": scored,
                 "images": [
                     {
                         "path": str(img.path),
@@ -77,6 +86,7 @@ def command(
         return
     click.echo(describe_plate(written))
     click.echo(f"ingested: {summary(counts)}")
+    click.echo(scored)
     settings = runtime.settings
     click.echo(
         "look at it:\n"

@@ -16,11 +16,13 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     """Run the service until interrupted (Ctrl-C or SIGTERM).
 
     With the setting watch_roots, images arriving there are ingested as by
-    `marco-svc watch`, in a background thread.
+    `marco-svc watch`, in a background thread; new images are scored by the active
+    model in another (setting scoring_enabled).
     """
     import waitress
 
     from marco_svc.api import create_app
+    from marco_svc.scoring.worker import ScoringWorker
     from marco_svc.watch import watcher_for
 
     state.long_running = True
@@ -29,11 +31,15 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     runtime = state.runtime()
     app = create_app(runtime)
     watcher = watcher_for(runtime) if settings.watch_roots else None
+    scorer = ScoringWorker(runtime) if settings.scoring_enabled else None
     click.echo(
         f"marco-svc serving on http://{host}:{port}/ "
         f"(database: {runtime.db.url.render_as_string(hide_password=True)})"
     )
     with interrupt_on_sigterm():
+        if scorer is not None:
+            app.extensions["marco_scorer"] = scorer
+            scorer.start()
         if watcher is not None:
             app.extensions["marco_watcher"] = watcher
             watcher.start()
@@ -43,4 +49,6 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
         finally:
             if watcher is not None:
                 watcher.stop()
+            if scorer is not None:
+                scorer.stop()
     click.echo("marco-svc stopped")

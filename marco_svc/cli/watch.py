@@ -24,8 +24,10 @@ def command(
     """Ingest every image that arrives under FOLDERS (and what arrived while stopped).
 
     A file is read once its writer closed it or its size and mtime have been stable
-    for the setting watch_settle_seconds. Runs until Ctrl-C or SIGTERM.
+    for the setting watch_settle_seconds. New images are scored by the active model
+    (setting scoring_enabled). Runs until Ctrl-C or SIGTERM.
     """
+    from marco_svc.scoring.worker import ScoringWorker
     from marco_svc.watch import watcher_for
 
     state.long_running = True
@@ -34,7 +36,10 @@ def command(
             raise click.ClickException(f"not a folder: {folder}")
     runtime = state.runtime()
     watcher = watcher_for(runtime, folders, adapter=adapter_name, polling=polling)
+    scorer = ScoringWorker(runtime) if runtime.settings.scoring_enabled else None
     with stop_requested() as stop:
+        if scorer is not None:
+            scorer.start()
         watcher.start()
         click.echo(
             f"watching {', '.join(watcher.roots)} "
@@ -48,6 +53,8 @@ def command(
                     raise click.ClickException("the watcher stopped unexpectedly")
         finally:
             watcher.stop()
+            if scorer is not None:
+                scorer.stop()
     counts = watcher.stats
     click.echo(
         f"stopped: {counts['created']} new, {counts['duplicate']} already stored, "

@@ -43,6 +43,30 @@ def _score_fn(model: Any, output: str, class_index: int) -> Any:
     return score
 
 
+_COMPILED: dict[tuple[int, str, int], Any] = {}
+
+
+def _gradient_fn(model: Any, output: str, class_index: int) -> Any:
+    """A compiled batch -> (N, H, W) |gradient| max over channels, cached per model and class."""
+    import tensorflow as tf
+
+    key = (id(model), output, class_index)
+    if key not in _COMPILED:
+        score = _score_fn(model, output, class_index)
+
+        @tf.function(reduce_retracing=True)
+        def gradients(batch: tf.Tensor) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                tape.watch(batch)
+                total = tf.reduce_sum(score(batch))
+            return tf.reduce_max(tf.abs(tape.gradient(total, batch)), axis=-1)
+
+        if len(_COMPILED) >= 8:  # keep a few (model, class) graphs, drop the oldest
+            _COMPILED.pop(next(iter(_COMPILED)))
+        _COMPILED[key] = gradients
+    return _COMPILED[key]
+
+
 def smoothgrad(
     model: Any,
     x: np.ndarray,
@@ -57,15 +81,7 @@ def smoothgrad(
     rng = np.random.default_rng(params.seed)
     x = np.asarray(x, dtype=np.float32)
     sigma = params.sigma_fraction * float(x.max() - x.min() or 1.0)
-    score = _score_fn(model, output, class_index)
-
-    @tf.function(reduce_retracing=True)
-    def gradients(batch: tf.Tensor) -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            tape.watch(batch)
-            total = tf.reduce_sum(score(batch))
-        return tf.reduce_max(tf.abs(tape.gradient(total, batch)), axis=-1)
-
+    gradients = _gradient_fn(model, output, class_index)
     total = np.zeros(x.shape[:2], dtype=np.float64)
     done = 0
     while done < params.n:
