@@ -114,9 +114,13 @@ class MarcoPreprocessing(Preprocessing):
     jpeg_dct = "fast"
 
     def np_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
-        image = _rgb(pixels).astype(np.float32) * np.float32(1.0 / 255.0)
-        image = resize_bilinear_tf1_np(central_square_np(image), self.size, self.size)
-        return (image - np.float32(0.5)) * np.float32(2.0)
+        # Scaling to [0, 1] is done on the gathered taps: the same float32 values as scaling
+        # the whole frame first, at a fraction of the work.
+        square = central_square_np(_rgb(pixels))
+        image = resize_bilinear_tf1_np(square, self.size, self.size, scale=1.0 / 255.0)
+        image -= np.float32(0.5)
+        image *= np.float32(2.0)
+        return image
 
     def tf_from_pixels(self, pixels: tf.Tensor) -> tf.Tensor:
         import tensorflow as tf
@@ -198,7 +202,7 @@ def decode_np(data: bytes) -> np.ndarray:
         if image.mode.startswith("I;16") or image.mode == "I":
             wide = np.asarray(image, dtype=np.uint32) >> 8
             return np.repeat(np.clip(wide, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
 
 
 def decode_tf(contents: tf.Tensor, jpeg_dct: str = "fast") -> tf.Tensor:
@@ -251,17 +255,36 @@ def _tf1_bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndar
     return lower, upper, (source - floor).astype(np.float32)
 
 
-def resize_bilinear_tf1_np(image: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
-    """ResizeBilinear(align_corners=False, half_pixel_centers=False) on float32 (H, W, C)."""
-    image = image.astype(np.float32, copy=False)
+def resize_bilinear_tf1_np(
+    image: np.ndarray, out_height: int, out_width: int, scale: float | None = None
+) -> np.ndarray:
+    """ResizeBilinear(align_corners=False, half_pixel_centers=False) of (H, W, C), in float32.
+
+    With `scale`, each tap is converted as `float32(value) * float32(scale)` before the
+    interpolation, exactly as if the whole image had been scaled first.
+    """
     y0, y1, wy = _tf1_bilinear_taps(image.shape[0], out_height)
     x0, x1, wx = _tf1_bilinear_taps(image.shape[1], out_width)
     wx = wx[None, :, None]
-    top_left, top_right = image[y0][:, x0], image[y0][:, x1]
-    bottom_left, bottom_right = image[y1][:, x0], image[y1][:, x1]
-    top = top_left + (top_right - top_left) * wx
-    bottom = bottom_left + (bottom_right - bottom_left) * wx
-    return top + (bottom - top) * wy[:, None, None]
+    factor = np.float32(1.0 if scale is None else scale)
+    rows0, rows1 = image[y0], image[y1]
+
+    def tap(rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        values = np.take(rows, columns, axis=1).astype(np.float32)
+        if scale is not None:
+            values *= factor
+        return values
+
+    def lerp(low: np.ndarray, high: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """low + (high - low) * weight, computed in place in `high` (same float32 steps)."""
+        high -= low
+        high *= weight
+        high += low
+        return high
+
+    top = lerp(tap(rows0, x0), tap(rows0, x1), wx)
+    bottom = lerp(tap(rows1, x0), tap(rows1, x1), wx)
+    return lerp(top, bottom, wy[:, None, None])
 
 
 def _area_matrix(in_size: int, out_size: int) -> np.ndarray:
