@@ -98,7 +98,7 @@ def plate_summary(plate: Plate, image_count: int) -> dict[str, Any]:
         "plate_type": plate.plate_type,
         "wells": plate.wells,
         "drops_per_well": plate.drops,
-        "images": image_count,
+        "image_count": image_count,
         "created_at": _iso(plate.created_at),
     }
 

@@ -32,7 +32,7 @@ def test_plates_and_images(client: FlaskClient, runtime: Runtime, tmp_path: Path
     for seed, name in enumerate(["B7_01A_1.jpg", "B7_12H_1.jpg"]):
         ingest(runtime.db, parse_path(write_jpeg(folder / name, seed=seed)))
     plates = client.get("/api/v1/plates").get_json()["plates"]
-    assert [(p["barcode"], p["images"]) for p in plates] == [("B7", 2)]
+    assert [(p["barcode"], p["image_count"]) for p in plates] == [("B7", 2)]
     detail = client.get("/api/v1/plates/B7").get_json()
     assert [i["well"] for i in detail["images"]] == ["A1", "H12"]
     images = client.get("/api/v1/images?status=new").get_json()["images"]

@@ -19,7 +19,8 @@ def test_ingest_real_plate_twice(cli_env: dict[str, str]) -> None:
     first = cli_json("ingest", str(REAL_PLATE), env=cli_env)
     assert first["counts"] == {"created": 96}
     plates = cli_json("plates", "list", env=cli_env)
-    assert [(p["barcode"], p["images"], p["plate_type"]) for p in plates] == [("90j8", 96, "96x2")]
+    summary = [(p["barcode"], p["image_count"], p["plate_type"]) for p in plates]
+    assert summary == [("90j8", 96, "96x2")]
     detail = cli_json("plates", "show", "90j8", env=cli_env)
     assert sorted(i["well"] for i in detail["images"]) == sorted(WELLS)
     assert {i["drop"] for i in detail["images"]} == {1}
@@ -115,3 +116,15 @@ def test_every_command_has_help() -> None:
 
 def test_unknown_plate_is_a_one_line_error(cli_env: dict[str, str]) -> None:
     one_line_error(run_cli("plates", "show", "NOPE", env=cli_env), "no plate with barcode")
+
+
+def test_plates_show_in_words(cli_env: dict[str, str], tmp_path: Path) -> None:
+    folder = tmp_path / "T1_2024-01-02_RI54-0001-1drop"
+    write_jpeg(folder / "T1_01A_1.jpg")
+    write_jpeg(folder / "T1_02A_1.jpg", seed=1)
+    assert run_cli("ingest", str(tmp_path), env=cli_env).returncode == 0
+    done = run_cli("plates", "show", "T1", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "plate T1 (96x1), 2 images"
+    assert [line.split()[:3] for line in lines[1:]] == [["A1", "d1", "new"], ["A2", "d1", "new"]]

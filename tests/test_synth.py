@@ -393,7 +393,7 @@ def test_demo_writes_and_ingests_a_synthetic_plate(cli_env: dict[str, str], tmp_
     assert done["synthetic"] is True
     barcode = done["barcode"]
     plates = cli_json("plates", "list", env=cli_env)
-    assert [(p["barcode"], p["images"]) for p in plates] == [(barcode, 96)]
+    assert [(p["barcode"], p["image_count"]) for p in plates] == [(barcode, 96)]
     detail = cli_json("plates", "show", barcode, env=cli_env)
     assert {i["status"] for i in detail["images"]} == {"new"}
     assert (out / NOTE_NAME).is_file()

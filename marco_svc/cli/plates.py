@@ -24,7 +24,7 @@ def list_plates(state: CliState, as_json: bool) -> None:
         echo_json(rows)
         return
     for row in rows:
-        click.echo(f"{row['barcode']:<20} {row['plate_type']:<7} {row['images']:>6} images")
+        click.echo(f"{row['barcode']:<20} {row['plate_type']:<7} {row['image_count']:>6} images")
 
 
 @command.command("show")
@@ -40,7 +40,8 @@ def show(state: CliState, barcode: str, as_json: bool) -> None:
     if as_json:
         echo_json(detail)
         return
-    click.echo(f"plate {detail['barcode']} ({detail['plate_type']}), {detail['images']} images")
+    count = detail["image_count"]
+    click.echo(f"plate {detail['barcode']} ({detail['plate_type']}), {count} images")
     for image in detail["images"]:
         score = image["score"]
         verdict = f"{score['top_class']} p_crystal={score['p_crystal']:.3f}" if score else "-"
