@@ -20,10 +20,13 @@ install: $(BIN)/.installed
 
 run: install
 	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc db upgrade
+	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc demo --drops 1
 	@if [ -d "$(SHARED_PLATE)" ]; then \
 	  MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc ingest "$(SHARED_PLATE)"; fi
-	@echo "Open http://$(HOST):$(PORT)/api/v1/plates"
-	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
+	@mkdir -p $(DEMO_DATA)/inbox
+	@echo "Open http://$(HOST):$(PORT)/ ; drop imager folders into $(DEMO_DATA)/inbox"
+	MARCO_DATA_DIR=$(DEMO_DATA) MARCO_WATCH_ROOTS=$(DEMO_DATA)/inbox \
+	  $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

@@ -47,3 +47,10 @@ def test_errors_are_problem_documents(client: FlaskClient) -> None:
     bad = client.get("/api/v1/images?status=bogus")
     assert bad.status_code == 422 and "unknown status" in bad.get_json()["detail"]
     assert client.get("/no/such/page").status_code == 404
+
+
+def test_index_lists_the_endpoints(client: FlaskClient) -> None:
+    links = client.get("/").get_json()["links"]
+    for path in ("/healthz", "/api/v1/plates", "/api/v1/hits?since=0"):
+        assert path in links.values()
+        assert client.get(path).status_code == 200

@@ -42,3 +42,20 @@ def healthz():
                 503, "Watcher stopped", "file events are not processed", watcher=body["watcher"]
             )
     return body
+
+
+@blueprint.get("/")
+def index():
+    """Where to go from here."""
+    return {
+        "service": "marco-svc",
+        "version": __version__,
+        "links": {
+            "health": "/healthz",
+            "plates": "/api/v1/plates",
+            "images": "/api/v1/images",
+            "failed images": "/api/v1/images?status=failed",
+            "hits (LIMS feed)": "/api/v1/hits?since=0",
+            "robot upload": "POST /api/v1/inspections",
+        },
+    }
