@@ -8,7 +8,7 @@ SHARED_PLATE := $(CURDIR)/../shared/data/formulatrix_90j8
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean default-model
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ test: install lint
 
 bench: install
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# Re-train the shipped default model (synthetic drops only; ~45 min on 2 CPU cores).
+default-model: install
+	rm -rf models/default/1
+	MARCO_DATA_DIR=$(CURDIR)/var/default-model $(BIN)/marco-svc train models/presets/default.toml \
+	  --out models/default/1 --no-register
+	@if [ -d "$(SHARED_PLATE)" ]; then $(BIN)/marco-svc models check-plate models/default/1 \
+	  "$(SHARED_PLATE)" --record; fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

@@ -11,8 +11,10 @@ from marco_svc import __version__
 from marco_svc.cli import (
     db,
     demo,
+    evaluate,
     images,
     ingest,
+    labels,
     models,
     plates,
     score,
@@ -20,6 +22,7 @@ from marco_svc.cli import (
     serve,
     settings,
     synth,
+    train,
     watch,
 )
 from marco_svc.cli.common import CliState
@@ -69,9 +72,12 @@ for module in (
     models,
     score,
     scores,
+    evaluate,
+    labels,
     settings,
     demo,
     synth,
+    train,
 ):
     cli.add_command(module.command)
 

@@ -152,3 +152,119 @@ def _jpegs(folder: Path) -> list[bytes]:
     if not images:
         raise click.ClickException(f"no JPEG images in {folder}")
     return images
+
+
+@command.command("export")
+@click.argument("ref")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tflite-fp32", "tflite-fp16", "tflite-int8"]),
+    required=True,
+    help="TFLite flavour: float32, float16 weights, or full-integer int8.",
+)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, path_type=Path),
+    help="Validation images (file or folder) to check against; default: synthetic drops.",
+)
+@click.option("--count", type=click.IntRange(1), default=300, show_default=True,
+              help="How many validation images to use.")  # fmt: skip
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=0.99,
+    show_default=True,
+    help="Refuse the export below this top-1 agreement with the Keras model.",
+)
+@json_option
+@pass_state
+def export(
+    state: CliState,
+    ref: str,
+    fmt: str,
+    images: Path | None,
+    count: int,
+    min_agreement: float,
+    as_json: bool,
+) -> None:
+    """Export a registered model to TFLite, checked against its Keras model.
+
+    int8 is calibrated on the validation images. The export is refused (nothing written)
+    when its top-1 agreement with the Keras model is below --min-agreement; otherwise the
+    file joins the model folder and the agreement figures go into its card.
+    """
+    from marco_svc.train.export import ExportRefused, export_model
+    from marco_svc.train.export_data import file_inputs, synthetic_inputs
+
+    settings = state.settings
+    model = model_store.find(settings, ref)
+    if model.where == "shipped":
+        raise click.ClickException(
+            f"{model.ref} ships with marco-svc and is read-only; its exports are shipped with it"
+        )
+    quiet_tensorflow()
+    if images is not None:
+        inputs = file_inputs(model.card, image_files(images), count)
+        if not len(inputs):
+            raise click.ClickException(f"no readable images in {images}")
+    else:
+        inputs = synthetic_inputs(model.card, count)
+    try:
+        figures = export_model(model.card, model.folder, fmt, inputs, min_agreement)
+    except ExportRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    model_store.upsert_version(state.runtime().db, model)
+    if as_json:
+        echo_json({"model": model.ref, "format": fmt, **figures})
+        return
+    agreement = ", ".join(f"{k} {v:.2%}" for k, v in figures["top1_agreement"].items())
+    click.echo(
+        f"exported {model.ref} as {fmt} ({figures['bytes'] / 1e6:.2f} MB): top-1 agreement "
+        f"{agreement}, max |difference| {figures['max_probability_difference']:.3g} on "
+        f"{figures['images']} images"
+    )
+
+
+@command.command("check-plate")
+@click.argument("ref")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--format", "fmt", help="Artifact to run (default: the preferred one).")
+@click.option("--record", is_flag=True, help="Store the shares in the model card.")
+@json_option
+@pass_state
+def check_plate(
+    state: CliState, ref: str, folder: Path, fmt: str | None, record: bool, as_json: bool
+) -> None:
+    """How the model calls an unlabelled plate: the share of each top label per head.
+
+    For a plate known to be (nearly) all clear, the Clear share is a sanity check on real
+    images. --record stores it in the card under metrics.unlabelled_plates.<folder name>
+    (never used to choose or train a model).
+    """
+    from marco_svc.nets import quiet_tensorflow
+
+    quiet_tensorflow()
+    from marco_svc.train.plate_check import top_label_shares
+
+    model = model_store.find(state.settings, ref)
+    shares = {fmt_: top_label_shares(model, list(image_files(folder)), fmt_)
+              for fmt_ in ([fmt] if fmt else _runnable(model))}  # fmt: skip
+    if record:
+        if model.where == "shipped":
+            raise click.ClickException(f"{model.ref} is shipped and read-only")
+        plates = model.card.metrics.setdefault("unlabelled_plates", {})
+        plates[folder.resolve().name] = shares
+        model.card.save(model.folder)
+    if as_json:
+        echo_json({"model": model.ref, "folder": str(folder), "shares": shares})
+        return
+    for fmt_, result in shares.items():
+        four = ", ".join(f"{k} {v:.1%}" for k, v in result.get("marco4", {}).items())
+        click.echo(f"{model.ref} [{fmt_}] on {result['images']} images: {four}")
+
+
+def _runnable(model: model_store.StoredModel) -> list[str]:
+    from marco_svc.nets.runner import FORMAT_PREFERENCE
+
+    return [fmt for fmt in FORMAT_PREFERENCE if fmt in model.card.artifacts]

@@ -30,6 +30,10 @@ class Architecture:
             from marco_svc.nets.marco_inception import build_marco_inception
 
             return build_marco_inception()
+        if self.name == "compact-two-head":
+            from marco_svc.nets.compact import build_compact
+
+            return build_compact(self.heads, input_size=self.preprocessing["size"])
         from marco_svc.nets.resnet_cifar import build_resnet
 
         depth = int(self.name.split("-")[1])
@@ -60,6 +64,12 @@ ARCHITECTURES: dict[str, Architecture] = {
             (MARCO4, MERCK10),
             _MERCK,
             "ResNet-32 trunk with a four-way and a ten-way head",
+        ),
+        Architecture(
+            "compact-two-head",
+            (MARCO4, MERCK10),
+            {"name": "merck_gray", "size": 192},
+            "the default model's small CNN (marco_svc.nets.compact), four- and ten-way heads",
         ),
     )
 }

@@ -1,0 +1,345 @@
+"""`train(config)`: data -> model -> fit -> saved model folder (card + model.keras) -> exports.
+
+Everything is checked before the first step: the data sets are read and validated (empty,
+unreadable, unknown labels, a class without examples are `DatasetError`s), the recipe and
+network exist. Fitting writes resumable checkpoints under `<out>/checkpoints` (running the
+same command again resumes where it stopped) and a per-epoch `history.csv`. With GPUs
+present, mixed precision is on and several GPUs train under `MirroredStrategy`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from marco_svc.config import Settings
+from marco_svc.nets.card import ModelCard
+from marco_svc.train.config import TrainConfig
+from marco_svc.train.datasets import DatasetError, LabelledSet, read_dataset, read_manifest
+from marco_svc.train.recipes import recipe as recipe_named
+from marco_svc.train.splits import split
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+@dataclass
+class TrainData:
+    train: LabelledSet
+    validation: LabelledSet
+    test: LabelledSet | None
+    origin: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    folder: Path
+    card: ModelCard
+    seconds: dict[str, float]
+
+
+def synthetic_manifest(config: TrainConfig, settings: Settings, progress: Progress) -> Path:
+    """Render (once; reused when its settings match) the configured synthetic set."""
+    from marco_svc.synth.background import backgrounds_from_folder
+    from marco_svc.synth.dataset import write_dataset
+
+    synth = config.data.synthetic
+    key = json.dumps(
+        [synth.images, synth.seed, synth.size, sorted(synth.mix.items()), synth.backgrounds]
+        + ([synth.group_size] if synth.group_size != 96 else [])
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    base = Path(config.data.cache_dir) if config.data.cache_dir else settings.resolved_data_dir
+    root = base / "synthetic" / f"set-{digest}" if not config.data.cache_dir else base / digest
+    manifest = root / "manifest.csv"
+    done = root / ".complete"
+    if done.exists():
+        progress(f"synthetic set: reusing {root}")
+        return manifest
+    backgrounds = backgrounds_from_folder(synth.backgrounds) if synth.backgrounds else []
+    progress(f"synthetic set: rendering {synth.images} images into {root}")
+    step = max(synth.images // 20, 1)
+
+    def tick(n: int, total: int) -> None:
+        if n % step == 0 or n == total:
+            progress(f"  rendered {n}/{total}")
+
+    write_dataset(
+        root,
+        synth.images,
+        seed=synth.seed,
+        size=tuple(synth.size),
+        class_mix=synth.mix or None,
+        group_size=synth.group_size,
+        backgrounds=backgrounds,
+        jobs=synth.jobs,
+        progress=tick,
+    )
+    done.write_text(key + "\n")
+    return manifest
+
+
+def load_data(config: TrainConfig, settings: Settings, progress: Progress) -> TrainData:
+    """The train / validation / test sets, split by group unless given separately."""
+    scheme = config.data.scheme or None
+    spec = config.data.train
+    if spec == "synthetic":
+        full = read_manifest(synthetic_manifest(config, settings, progress), scheme)
+    else:
+        full = read_dataset(spec, scheme)
+    shares = [config.data.validation_share, config.data.test_share]
+    if config.data.validation:
+        shares[0] = 0.0
+    if config.data.test:
+        shares[1] = 0.0
+    train, validation, test = split(full, [1 - sum(shares), *shares], seed=config.data.split_seed)
+    if config.data.validation:
+        validation = read_dataset(config.data.validation, full.scheme)
+    if config.data.test:
+        test = read_dataset(config.data.test, full.scheme)
+    for name, part in (("training", train), ("validation", validation)):
+        if not part.examples:
+            raise DatasetError(f"the {name} split of {full.origin} is empty; add data or groups")
+    missing = [label for label, n in train.counts().items() if n == 0]
+    if missing:
+        raise DatasetError(
+            f"the training split of {full.origin} has no examples of {', '.join(missing)}"
+        )
+    return TrainData(train, validation, test if test.examples else None, {"train": spec})
+
+
+def _strategy_and_precision() -> tuple[Any, bool]:
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return strategy, bool(gpus)
+
+
+def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, dict[str, Any]]:
+    """The network to train and its card: a fresh architecture or a model to fine-tune."""
+    import keras
+
+    from marco_svc.nets.architectures import architecture, new_card
+
+    if config.model.init:
+        from marco_svc.model_store import find
+
+        base = find(settings, config.model.init)
+        if "keras" not in base.card.artifacts:
+            raise ValueError(f"{base.ref} has no Keras artifact to fine-tune")
+        import marco_svc.nets.resnet_cifar  # noqa: F401 - custom layers
+
+        model = keras.saving.load_model(base.folder / base.card.artifacts["keras"].file)
+        card = ModelCard.from_dict(base.card.to_dict())
+        card.name, card.version = config.model.name, config.model.version
+        card.artifacts, card.exports, card.metrics, card.operating_points = {}, {}, {}, {}
+        return model, card, {"fine_tuned_from": base.ref, "sha256": base.card.artifacts}
+    keras.utils.set_random_seed(config.recipe.seed)
+    model = architecture(config.model.architecture).build()
+    card = new_card(config.model.architecture, config.model.name, config.model.version)
+    return model, card, {}
+
+
+def _compile(model: Any, optimizer: Any, heads: list[str]) -> None:
+    from marco_svc.nets.resnet_cifar import MaskedSparseCategoricalCrossentropy
+
+    losses = {scheme: MaskedSparseCategoricalCrossentropy() for scheme in heads}
+    model.compile(optimizer=optimizer, loss=losses, jit_compile=False)
+
+
+def _set_trunk_trainable(model: Any, heads: list[str], trainable: bool) -> None:
+    for layer in model.layers:
+        if layer.name not in heads:
+            layer.trainable = trainable
+
+
+def fit(
+    model: Any,
+    card: ModelCard,
+    config: TrainConfig,
+    data: TrainData,
+    out: Path,
+    verbose: int,
+    extra_callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Run the recipe; returns what happened (epochs, steps, best validation loss)."""
+    import keras
+
+    from marco_svc.nets.preprocessing import from_spec
+    from marco_svc.train.pipeline import evaluation_dataset, training_dataset
+
+    settings = config.recipe
+    chosen = recipe_named(settings.name)
+    heads = list(card.heads)
+    prep = from_spec(card.preprocessing)
+    steps = settings.steps_per_epoch or max(len(data.train.examples) // settings.batch_size, 1)
+    train_ds = training_dataset(
+        data.train,
+        prep,
+        heads,
+        settings.batch_size,
+        augment=settings.augment or chosen.augment,
+        balance=chosen.balance,
+        seed=settings.seed,
+    )
+    val_ds = evaluation_dataset(data.validation, prep, heads, settings.batch_size)
+    logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=True)
+    callbacks: list[Any] = [
+        keras.callbacks.BackupAndRestore(str(out / "checkpoints")),
+        logger,
+        *extra_callbacks,
+    ]
+    best = out / "checkpoints" / "best.weights.h5"
+    if chosen.keep_best:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(best), monitor="val_loss", save_best_only=True, save_weights_only=True
+            )
+        )
+    if settings.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.early_stopping)
+        )
+    frozen = min(settings.freeze_epochs, settings.epochs) if settings.name == "finetune" else 0
+    history: dict[str, list[float]] = {}
+
+    def run(first: int, last: int) -> None:
+        result = model.fit(
+            train_ds,
+            initial_epoch=first,
+            epochs=last,
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,  # the datasets shuffle themselves
+        )
+        for key, values in result.history.items():
+            history.setdefault(key, []).extend(values)
+
+    try:
+        if frozen:
+            _set_trunk_trainable(model, heads, False)
+            _compile(model, chosen.optimizer(settings, steps), heads)
+            run(0, frozen)
+            _set_trunk_trainable(model, heads, True)
+            settings = replace(settings, learning_rate=(settings.learning_rate or 1e-3) / 10)
+        _compile(model, chosen.optimizer(settings, steps), heads)
+        run(frozen, settings.epochs)
+    finally:  # an interrupted fit never reaches on_train_end, which closes the log
+        if getattr(logger, "csv_file", None) is not None and not logger.csv_file.closed:
+            logger.csv_file.close()
+    if chosen.keep_best and best.exists():
+        model.load_weights(str(best))
+    val_loss = history.get("val_loss", [])
+    return {
+        "epochs": len(history.get("loss", [])),
+        "steps_per_epoch": steps,
+        "batch_size": settings.batch_size,
+        "final_loss": history["loss"][-1] if history.get("loss") else None,
+        "best_val_loss": min(val_loss) if val_loss else None,
+    }
+
+
+def predict_inputs(data: LabelledSet, card: ModelCard, limit: int) -> np.ndarray:
+    """Up to `limit` preprocessed inputs of a set (export checks and calibration)."""
+    from marco_svc.nets.preprocessing import from_spec
+    from marco_svc.train.pipeline import input_batches
+
+    subset = LabelledSet(data.origin, data.scheme, data.examples[:limit])
+    batches = input_batches(subset, from_spec(card.preprocessing), 64)
+    return np.concatenate([b.numpy() for b in batches]) if subset.examples else np.zeros((0,))
+
+
+def train(
+    config: TrainConfig,
+    settings: Settings,
+    out: Path,
+    progress: Progress = log.info,
+    verbose: int = 1,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Train per the config into the folder `out` (card.json, model.keras, exports, report)."""
+    import keras
+
+    from marco_svc.model_store import StoredModel
+    from marco_svc.train.evaluation import apply_to_card, card_figures, evaluate_model
+    from marco_svc.train.export import export_model
+    from marco_svc.train.report import write_report
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    recipe_named(config.recipe.name)
+    data = load_data(config, settings, progress)
+    seconds["data"] = time.perf_counter() - started
+    progress(
+        f"data: {len(data.train.examples)} training, {len(data.validation.examples)} "
+        f"validation, {len(data.test.examples) if data.test else 0} test images "
+        f"({data.train.scheme})"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    strategy, gpu = _strategy_and_precision()
+    with strategy.scope():
+        model, card, origin = _initial(config, settings)
+        tick = time.perf_counter()
+        summary = fit(model, card, config, data, out, verbose, callbacks)
+    seconds["fit"] = time.perf_counter() - tick
+    if gpu:
+        keras.mixed_precision.set_global_policy("float32")
+    model.save(out / "model.keras")
+    card.add_artifact("keras", out, "model.keras")
+    synthetic = config.data.train == "synthetic"
+    card.provenance = {
+        "trained_by": "marco-svc train",
+        "config": config.source,
+        "synthetic_training_data": synthetic,
+        **origin,
+    }
+    card.training = {
+        "recipe": config.recipe.name,
+        "config": config.to_dict(),
+        "images": {
+            "train": len(data.train.examples),
+            "validation": len(data.validation.examples),
+            "test": len(data.test.examples) if data.test else 0,
+        },
+        "class_counts": data.train.counts(),
+        **summary,
+        "gpu": gpu,
+    }
+    card.save(out)
+    progress(f"saved {out / 'model.keras'} after {seconds['fit']:.0f} s of fitting")
+
+    stored = StoredModel(card, out, "path")
+    if data.test is not None:
+        tick = time.perf_counter()
+        result = evaluate_model(stored, data.test, "keras", 64)
+        heads = {s: (h.y_true, h.probs, h.figures) for s, h in result.heads.items()}
+        write_report(out / "report", card.ref, data.test.origin, heads)
+        apply_to_card(card, "held_out_synthetic" if synthetic else "held_out", card_figures(result))
+        card.save(out)
+        seconds["evaluate"] = time.perf_counter() - tick
+
+    check_set = data.test or data.validation
+    inputs = predict_inputs(check_set, card, config.export.check_images)
+    for fmt in config.export.formats:
+        tick = time.perf_counter()
+        figures = export_model(card, out, fmt, inputs, config.export.min_agreement)
+        seconds[f"export_{fmt}"] = time.perf_counter() - tick
+        progress(f"exported {fmt}: top-1 agreement {figures['top1_agreement']}")
+    seconds["total"] = time.perf_counter() - started
+    card.training["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    card.save(out)
+    return TrainResult(out, card, seconds)

@@ -1,0 +1,297 @@
+"""Training: a tiny model trained for a few steps on generated drops, exported, scored.
+
+Also the recipes' pieces (class balancing, fine-tuning from a registered model) and the
+bad-input checks that must stop a run before any training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from marco_svc.config import Settings, load_settings
+from marco_svc.labels import MARCO4, MERCK10
+from marco_svc.train.config import ConfigError, load_config, parse_config
+from marco_svc.train.datasets import DatasetError
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "model": {"architecture": "compact-two-head", "name": "tiny", "version": "1"},
+    "data": {
+        "train": "synthetic",
+        "validation_share": 0.2,
+        "test_share": 0.2,
+        "synthetic": {"images": 80, "seed": 3, "size": [64, 77], "group_size": 4, "jobs": 1},
+    },
+    "recipe": {"name": "default", "batch_size": 8, "epochs": 1, "steps_per_epoch": 3},
+    "export": {"formats": ["tflite-int8"], "min_agreement": 0.0, "check_images": 16},
+}
+
+
+def _toml(values: dict, path: Path) -> Path:
+    """A tiny TOML writer for the nested dicts above (strings, numbers, lists, tables)."""
+
+    def scalar(v: object) -> str:
+        if isinstance(v, str):
+            return f'"{v}"'
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return str(v)
+
+    lines: list[str] = []
+
+    def table(name: str, body: dict) -> None:
+        lines.append(f"[{name}]")
+        lines.extend(f'"{k}" = {scalar(v)}' for k, v in body.items() if not isinstance(v, dict))
+        for key, sub in body.items():
+            if isinstance(sub, dict):
+                table(f"{name}.{key}", sub)
+
+    for section, body in values.items():
+        table(section, body)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _tiny(tmp_path: Path, **changes: dict) -> dict:
+    values = {k: {**v} for k, v in TINY.items()}
+    values["data"]["cache_dir"] = str(tmp_path / "synthetic")
+    for section, change in changes.items():
+        values[section].update(change)
+    return values
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
+    """A tiny two-head model trained for 3 steps, evaluated and exported to int8."""
+    from marco_svc.train.trainer import train
+
+    tmp = tmp_path_factory.mktemp("train")
+    settings = load_settings(env={}, data_dir=tmp / "data", database_url=f"sqlite:///{tmp}/db")
+    config = parse_config(_tiny(tmp), "tiny")
+    train(config, settings, tmp / "model", verbose=0)
+    return tmp / "model", settings
+
+
+def test_tiny_training_writes_a_model_card_report_and_checked_int8_export(
+    trained: tuple[Path, Settings],
+) -> None:
+    from marco_svc.nets.card import ModelCard
+
+    folder, _ = trained
+    card = ModelCard.load(folder)
+    card.verify(folder)
+    assert set(card.artifacts) == {"keras", "tflite-int8"}
+    assert card.provenance["synthetic_training_data"] is True
+    assert card.training["recipe"] == "default"
+    assert card.training["epochs"] == 1 and card.training["steps_per_epoch"] == 3
+    assert sum(card.training["images"].values()) == 80
+    held_out = card.metrics["evaluation"]["held_out_synthetic"]
+    assert set(held_out["heads"]) == {MARCO4, MERCK10}
+    assert held_out["examples"] == card.training["images"]["test"]
+    export = card.exports["tflite-int8"]
+    assert export["images"] == 16 and set(export["top1_agreement"]) == {MARCO4, MERCK10}
+    assert (folder / "report" / "report.html").exists()
+    assert (folder / "report" / "confusion_merck10.png").read_bytes()[:4] == b"\x89PNG"
+    with (folder / "history.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0"]
+
+
+def test_the_export_scores_a_generated_drop_like_the_keras_model(
+    trained: tuple[Path, Settings],
+) -> None:
+    from marco_svc.nets.card import ModelCard
+    from marco_svc.nets.runner import open_runner
+    from marco_svc.synth.camera import encode_jpeg
+    from marco_svc.synth.render import render_drop
+
+    folder, _ = trained
+    card = ModelCard.load(folder)
+    jpeg = encode_jpeg(render_drop("large crystals", 11, (96, 115)).image, 95)
+    int8, keras_runner = open_runner(card, folder, "tflite-int8"), open_runner(card, folder)
+    got = int8.predict(int8.preprocess(jpeg)[None])
+    want = keras_runner.predict(keras_runner.preprocess(jpeg)[None])
+    for scheme in (MARCO4, MERCK10):
+        assert got[scheme].shape == want[scheme].shape
+        assert got[scheme].sum() == pytest.approx(1.0, abs=0.02)
+        assert np.abs(got[scheme] - want[scheme]).max() < 0.1
+
+
+def test_cli_registers_and_exports_fp32_that_agrees(tmp_path: Path) -> None:
+    preset = _toml(_tiny(tmp_path, export={"formats": [], "check_images": 8}), tmp_path / "t.toml")
+    env = {"MARCO_DATA_DIR": str(tmp_path / "data"), "MARCO_CONFIG": ""}
+    done = run_cli("train", str(preset), "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert '"model": "tiny:1"' in done.stdout
+    done = run_cli("models", "export", "tiny:1", "--format", "tflite-fp32", "--count", "12",
+                   env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "top-1 agreement marco4 100.00%, merck10 100.00%" in done.stdout
+    card = (tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text()
+    assert "model-fp32.tflite" in card
+    scored = run_cli("score", "--model", "tiny:1", str(_one_jpeg(tmp_path)), env=env)
+    assert scored.returncode == 0, scored.stderr
+    assert '"probs"' in scored.stdout
+
+
+def _one_jpeg(tmp_path: Path) -> Path:
+    from marco_svc.synth.camera import encode_jpeg
+    from marco_svc.synth.render import render_drop
+
+    path = tmp_path / "drop.jpg"
+    path.write_bytes(encode_jpeg(render_drop("clear", 5, (96, 115)).image, 95))
+    return path
+
+
+def test_an_export_below_the_agreement_floor_is_refused_and_not_written(
+    trained: tuple[Path, Settings],
+) -> None:
+    from marco_svc.nets.card import ModelCard
+    from marco_svc.train.export import ExportRefused, export_model
+
+    folder, _ = trained
+    card = ModelCard.load(folder)
+    # Random inputs far outside the calibration range make int8 disagree; a floor of 100%
+    # with a random check set must refuse rather than write a file.
+    inputs = np.random.default_rng(0).uniform(-1, 1, (24, 192, 192, 1)).astype(np.float32)
+    before = (folder / "card.json").read_text()
+    with pytest.raises(ExportRefused, match="agrees with the Keras model"):
+        export_model(card, folder, "tflite-fp16", inputs * 40, min_agreement=1.01)
+    assert not (folder / "model-fp16.tflite").exists()
+    assert (folder / "card.json").read_text() == before
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
+    import keras
+
+    from marco_svc.train.trainer import train
+
+    class StopAfterSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if epoch == 1:
+                raise KeyboardInterrupt("power cut")
+
+    settings = load_settings(env={}, data_dir=tmp_path / "data")
+    values = _tiny(tmp_path, recipe={"epochs": 3, "steps_per_epoch": 2}, export={"formats": []})
+    config = parse_config(values, "resume")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, settings, tmp_path / "run", verbose=0, callbacks=[StopAfterSecondEpoch()])
+    assert not (tmp_path / "run" / "model.keras").exists()
+    train(config, settings, tmp_path / "run", verbose=0)
+    with (tmp_path / "run" / "history.csv").open() as handle:
+        epochs = [row["epoch"] for row in csv.DictReader(handle) if row["epoch"] != "epoch"]
+    assert epochs == ["0", "1", "2"]  # epoch 2 only in the second run: nothing started over
+
+
+def test_merck_balancing_draws_every_class_about_equally(tmp_path: Path) -> None:
+    from marco_svc.nets.preprocessing import from_spec
+    from marco_svc.synth.dataset import write_dataset
+    from marco_svc.train.datasets import read_manifest
+    from marco_svc.train.pipeline import training_dataset
+
+    mix = {"clear": 0.7, "bad drop": 0.1}
+    mix.update({k: 0.025 for k in (
+        "heavy precipitate", "large crystals", "light precipitate", "medium crystals",
+        "micro crystals", "needles & plates", "phase separation", "small crystals")})  # fmt: skip
+    data = read_manifest(write_dataset(tmp_path, 200, seed=4, size=(48, 58), class_mix=mix))
+    assert data.counts()["clear"] > 100
+    stream = training_dataset(data, from_spec({"name": "merck_gray", "size": 32}), [MERCK10],
+                              50, balance=True)  # fmt: skip
+    drawn = Counter()
+    for _, targets in stream.take(20):
+        drawn.update(targets[MERCK10].numpy().tolist())
+    assert len(drawn) == 10
+    assert max(drawn.values()) < 2.0 * min(drawn.values())  # clear alone would be ~70%
+
+
+def test_fine_tuning_starts_from_a_registered_model(
+    trained: tuple[Path, Settings], tmp_path: Path
+) -> None:
+    from marco_svc import model_store
+    from marco_svc.nets.card import ModelCard
+    from marco_svc.train.trainer import train
+
+    folder, settings = trained
+    model_store.register(settings, folder, name="base", version="7")
+    values = _tiny(
+        tmp_path,
+        model={"name": "lab", "version": "1", "init": "base:7"},
+        recipe={"name": "finetune", "epochs": 2, "freeze_epochs": 1, "steps_per_epoch": 2},
+        export={"formats": []},
+    )
+    train(parse_config(values, "finetune"), settings, tmp_path / "lab", verbose=0)
+    card = ModelCard.load(tmp_path / "lab")
+    assert card.provenance["fine_tuned_from"] == "base:7"
+    assert card.training["epochs"] == 2
+    assert card.preprocessing == ModelCard.load(folder).preprocessing
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"recipe": {"name": "adam-please"}}, "unknown recipe"),
+        ({"recipe": {"name": "finetune"}}, "needs \\[model\\] init"),
+        ({"recipe": {"bogus": 1}}, "unknown keys bogus"),
+    ],
+)
+def test_bad_configs_are_refused(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(_tiny(tmp_path, **change), "bad")
+
+
+def _manifest(tmp_path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    from tests.helpers import write_jpeg
+
+    path = tmp_path / "set.csv"
+    with path.open("w") as handle:
+        handle.write("path,label,group\n")
+        for i, (name, label, group) in enumerate(rows):
+            write_jpeg(tmp_path / name, seed=i)
+            handle.write(f"{name},{label},{group}\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([], "no labelled images"),
+        ([("a.jpg", "Clear", "g1"), ("b.jpg", "Sparkly", "g2")], "unknown labels"),
+        ([("a.jpg", "Clear", "g1"), ("b.jpg", "Crystals", "g2")], "no examples of"),
+    ],
+)
+def test_bad_data_stops_before_training_starts(
+    tmp_path: Path, rows: list[tuple[str, str, str]], message: str
+) -> None:
+    from marco_svc.train.trainer import load_data
+
+    values = _tiny(tmp_path)
+    values["data"]["train"] = str(_manifest(tmp_path, rows))
+    config = parse_config(values, "bad data")
+    settings = load_settings(env={}, data_dir=tmp_path / "data")
+    with pytest.raises(DatasetError, match=message):
+        load_data(config, settings, lambda _m: None)
+
+
+def test_cli_bad_data_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    values = _tiny(tmp_path)
+    values["data"]["train"] = str(tmp_path / "missing.csv")
+    preset = _toml(values, tmp_path / "bad.toml")
+    done = run_cli("train", str(preset), "--out", str(tmp_path / "out"),
+                   env={"MARCO_DATA_DIR": str(tmp_path / "data"), "MARCO_CONFIG": ""})  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0 and "cannot read manifest" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_presets_parse() -> None:
+    root = Path(__file__).resolve().parents[1] / "models" / "presets"
+    presets = sorted(root.glob("*.toml"))
+    assert {p.stem for p in presets} >= {"default", "marco", "merck-resnet56", "finetune"}
+    for preset in presets:
+        load_config(preset)
