@@ -64,3 +64,28 @@ def test_overlay_is_a_png_of_the_input_size() -> None:
     assert abs(hot - cold).sum() > 100
     decoded = cv2.imdecode(np.frombuffer(png_bytes(picture), np.uint8), cv2.IMREAD_COLOR)
     assert decoded.shape == (40, 50, 3)
+
+
+def test_the_class_score_is_the_logit_recovered_from_a_softmax_head() -> None:
+    import keras
+
+    from marco_svc.scoring.saliency import _score_fn
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((16, 16, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3)(inputs))
+    head = keras.layers.Dense(4, activation="softmax", name="marco4")
+    model = keras.Model(inputs, {"marco4": head(pooled)})
+    batch = np.random.default_rng(1).uniform(-1, 1, (2, 16, 16, 1)).astype(np.float32)
+    features = keras.Model(inputs, pooled)(batch).numpy()
+    logits = features @ head.kernel.numpy() + head.bias.numpy()
+    np.testing.assert_allclose(
+        _score_fn(model, "marco4", 2)(batch).numpy(), logits[:, 2], rtol=1e-5
+    )
+
+
+def test_a_grown_box_keeps_whole_pixels_and_the_map() -> None:
+    from marco_svc.scoring.saliency import grown_box
+
+    assert grown_box((10.5, 20, 30.5, 24), 100) == (0, 14, 41, 30)  # 10 px x, 6 px least y
+    assert grown_box((90, 90, 99, 99), 96) == (84, 84, 96, 96)

@@ -88,6 +88,7 @@ def test_tiny_training_writes_a_model_card_report_and_checked_int8_export(
     card = ModelCard.load(folder)
     card.verify(folder)
     assert set(card.artifacts) == {"keras", "tflite-int8"}
+    assert card.artifacts["keras"].bytes < 5_000_000  # weights only, no optimizer state
     assert card.provenance["synthetic_training_data"] is True
     assert card.training["recipe"] == "default"
     assert card.training["epochs"] == 1 and card.training["steps_per_epoch"] == 3

@@ -27,11 +27,36 @@ class SmoothGradParams:
         return asdict(self)
 
 
+def _softmax_dense(model: Any, output: str) -> Any:
+    """The output's Dense layer when it applies softmax itself (its logits are recoverable)."""
+    import keras
+
+    try:
+        layer = model.get_layer(output)
+    except ValueError:
+        return None
+    activation = getattr(layer, "activation", None)
+    is_softmax = activation is keras.activations.softmax
+    return layer if isinstance(layer, keras.layers.Dense) and is_softmax else None
+
+
 def _score_fn(model: Any, output: str, class_index: int) -> Any:
-    """A function of an input batch giving the class score per example."""
+    """A function of an input batch giving the class score (the logit) per example.
+
+    The logit comes from a `<output>_logits` output (MARCO), or is recomputed from the
+    input of a softmax Dense head (features @ kernel + bias); otherwise log-probability.
+    """
+    import keras
     import tensorflow as tf
 
+    named_logits = f"{output}_logits" in getattr(model, "output_names", [])
+    head = None if named_logits else _softmax_dense(model, output)
+    features = keras.Model(model.input, head.input) if head is not None else None
+
     def score(batch: Any) -> Any:
+        if features is not None:
+            values = tf.matmul(features(batch, training=False), head.kernel) + head.bias
+            return values[:, class_index]
         outputs = model(batch, training=False)
         if isinstance(outputs, dict):
             logits = outputs.get(f"{output}_logits")
@@ -117,6 +142,21 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     if not ok:
         raise ValueError("could not encode the heatmap as PNG")
     return encoded.tobytes()
+
+
+def grown_box(
+    box: tuple[float, float, float, float], size: int, factor: float = 0.5, least: float = 6.0
+) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) grown by `factor` of its size on every side (at least `least`
+    pixels), in whole pixels, clipped to a size x size map: the region a heatmap should hit."""
+    x0, y0, x1, y1 = box
+    grow_x, grow_y = max((x1 - x0) * factor, least), max((y1 - y0) * factor, least)
+    return (
+        max(int(np.floor(x0 - grow_x)), 0),
+        max(int(np.floor(y0 - grow_y)), 0),
+        min(int(np.ceil(x1 + grow_x)), size),
+        min(int(np.ceil(y1 + grow_y)), size),
+    )
 
 
 def mass_inside(heatmap: np.ndarray, box: tuple[int, int, int, int]) -> float:

@@ -253,6 +253,14 @@ def fit(
     }
 
 
+def save_without_optimizer(model: Any, path: Path) -> None:
+    """Save the network and its weights only (the optimizer state would triple the file)."""
+    import keras
+
+    # A new, uncompiled functional model over the same layers (clone_model would compile).
+    keras.Model(model.input, model.output, name=model.name).save(path)
+
+
 def predict_inputs(data: LabelledSet, card: ModelCard, limit: int) -> np.ndarray:
     """Up to `limit` preprocessed inputs of a set (export checks and calibration)."""
     from marco_svc.nets.preprocessing import from_spec
@@ -298,7 +306,7 @@ def train(
     seconds["fit"] = time.perf_counter() - tick
     if gpu:
         keras.mixed_precision.set_global_policy("float32")
-    model.save(out / "model.keras")
+    save_without_optimizer(model, out / "model.keras")
     card.add_artifact("keras", out, "model.keras")
     synthetic = config.data.train == "synthetic"
     card.provenance = {
