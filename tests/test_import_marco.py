@@ -116,7 +116,8 @@ def test_cli_imports_the_zip_then_activates_and_scores(official: FakeMarco, tmp_
     ref = imported["ref"]
 
     listed = json.loads(run_cli("models", "list", "--json", env=env).stdout)
-    assert [(m["ref"], m["in_database"], m["active"]) for m in listed] == [(ref, True, False)]
+    rows = [(m["ref"], m["in_database"], m["active"]) for m in listed]
+    assert rows == [(ref, True, False), ("default:1", False, False)]  # the shipped default
     assert run_cli("models", "activate", ref, env=env).stdout.strip() == f"active: {ref}"
 
     images = tmp_path / "images"

@@ -395,7 +395,8 @@ def test_demo_writes_and_ingests_a_synthetic_plate(cli_env: dict[str, str], tmp_
     plates = cli_json("plates", "list", env=cli_env)
     assert [(p["barcode"], p["image_count"]) for p in plates] == [(barcode, 96)]
     detail = cli_json("plates", "show", barcode, env=cli_env)
-    assert {i["status"] for i in detail["images"]} == {"new"}
+    assert {i["status"] for i in detail["images"]} == {"scored"}  # by the shipped default
+    assert done["scoring"].startswith("scored 96 image(s) with default:1")
     assert (out / NOTE_NAME).is_file()
     again = cli_json(*args, env=cli_env)  # idempotent: the same plate again
     assert again["ingest"] == {"duplicate": 96}

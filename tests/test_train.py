@@ -190,6 +190,27 @@ def test_an_interrupted_run_resumes_from_its_last_epoch(tmp_path: Path) -> None:
     assert epochs == ["0", "1", "2"]  # epoch 2 only in the second run: nothing started over
 
 
+@pytest.mark.parametrize("recipe", ["marco", "merck"])
+def test_the_papers_recipes_train(tmp_path: Path, recipe: str) -> None:
+    """MARCO (RMSProp, EMA weights) and Merck (SGD, balanced classes, best checkpoint)."""
+    from marco_svc.nets.card import ModelCard
+    from marco_svc.train.trainer import train
+
+    values = _tiny(
+        tmp_path,
+        recipe={"name": recipe, "epochs": 2, "steps_per_epoch": 2},
+        export={"formats": []},
+    )
+    values["data"]["test_share"] = 0.0
+    settings = load_settings(env={}, data_dir=tmp_path / "data")
+    train(parse_config(values, recipe), settings, tmp_path / "m", verbose=0)
+    card = ModelCard.load(tmp_path / "m")
+    assert card.training["recipe"] == recipe and card.training["epochs"] == 2
+    assert card.training["images"]["test"] == 0 and "evaluation" not in card.metrics
+    if recipe == "merck":
+        assert (tmp_path / "m" / "best.weights.h5").exists()
+
+
 def test_merck_balancing_draws_every_class_about_equally(tmp_path: Path) -> None:
     from marco_svc.nets.preprocessing import from_spec
     from marco_svc.synth.dataset import write_dataset

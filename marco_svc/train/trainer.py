@@ -201,7 +201,7 @@ def fit(
         logger,
         *extra_callbacks,
     ]
-    best = out / "checkpoints" / "best.weights.h5"
+    best = out / "best.weights.h5"  # not under checkpoints/: BackupAndRestore clears that
     if chosen.keep_best:
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
