@@ -7,6 +7,7 @@ bad-input checks that must stop a run before any training starts.
 from __future__ import annotations
 
 import csv
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -136,15 +137,26 @@ def test_cli_registers_and_exports_fp32_that_agrees(tmp_path: Path) -> None:
     assert "top-1 agreement marco4 100.00%, merck10 100.00%" in done.stdout
     card = (tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text()
     assert "model-fp32.tflite" in card
-    scored = run_cli("score", "--model", "tiny:1", str(_one_jpeg(tmp_path)), env=env)
+    plate = _one_jpeg(tmp_path / "plate").parent
+    scored = run_cli("score", "--model", "tiny:1", str(plate), env=env)
     assert scored.returncode == 0, scored.stderr
     assert '"probs"' in scored.stdout
+    checked = run_cli("models", "check-plate", "tiny:1", str(plate), "--record", "--json",
+                      env=env)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    shares = json.loads(checked.stdout)["shares"]
+    assert set(shares) == {"keras", "tflite-fp32"}
+    assert shares["keras"]["images"] == 1
+    assert sum(shares["keras"]["marco4"].values()) == pytest.approx(1.0)
+    card = json.loads((tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text())
+    assert card["metrics"]["unlabelled_plates"]["plate"] == shares
 
 
 def _one_jpeg(tmp_path: Path) -> Path:
     from marco_svc.synth.camera import encode_jpeg
     from marco_svc.synth.render import render_drop
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "drop.jpg"
     path.write_bytes(encode_jpeg(render_drop("clear", 5, (96, 115)).image, 95))
     return path

@@ -168,8 +168,13 @@ def _jpegs(folder: Path) -> list[bytes]:
     type=click.Path(exists=True, path_type=Path),
     help="Validation images (file or folder) to check against; default: synthetic drops.",
 )
-@click.option("--count", type=click.IntRange(1), default=300, show_default=True,
-              help="How many validation images to use.")  # fmt: skip
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=300,
+    show_default=True,
+    help="How many validation images to use.",
+)
 @click.option(
     "--min-agreement",
     type=click.FloatRange(0, 1),
@@ -248,8 +253,9 @@ def check_plate(
     from marco_svc.train.plate_check import top_label_shares
 
     model = model_store.find(state.settings, ref)
-    shares = {fmt_: top_label_shares(model, list(image_files(folder)), fmt_)
-              for fmt_ in ([fmt] if fmt else _runnable(model))}  # fmt: skip
+    files = list(image_files(folder))
+    formats = [fmt] if fmt else _runnable(model)
+    shares = {name: top_label_shares(model, files, name) for name in formats}
     if record:
         if model.where == "shipped":
             raise click.ClickException(f"{model.ref} is shipped and read-only")
@@ -259,9 +265,9 @@ def check_plate(
     if as_json:
         echo_json({"model": model.ref, "folder": str(folder), "shares": shares})
         return
-    for fmt_, result in shares.items():
+    for name, result in shares.items():
         four = ", ".join(f"{k} {v:.1%}" for k, v in result.get("marco4", {}).items())
-        click.echo(f"{model.ref} [{fmt_}] on {result['images']} images: {four}")
+        click.echo(f"{model.ref} [{name}] on {result['images']} images: {four}")
 
 
 def _runnable(model: model_store.StoredModel) -> list[str]:

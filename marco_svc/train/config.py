@@ -105,13 +105,19 @@ def _section(kind: type, values: dict[str, Any], where: str) -> Any:
 
 def parse_config(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
     """Build and check a TrainConfig from parsed TOML."""
-    sections = {"model": ModelSection, "data": DataSection, "recipe": RecipeSection}
-    sections["export"] = ExportSection
+    sections = {
+        "model": ModelSection,
+        "data": DataSection,
+        "recipe": RecipeSection,
+        "export": ExportSection,
+    }
     unknown = sorted(set(values) - set(sections))
     if unknown:
         raise ConfigError(f"{source}: unknown sections {', '.join(unknown)}")
-    parts = {key: _section(kind, values.get(key, {}), f"{source} [{key}]") for key, kind in
-             sections.items()}  # fmt: skip
+    parts = {
+        key: _section(kind, values.get(key, {}), f"{source} [{key}]")
+        for key, kind in sections.items()
+    }
     config = TrainConfig(**parts, source=source)
     if config.recipe.name not in RECIPES:
         raise ConfigError(f"{source}: unknown recipe {config.recipe.name!r} (known: {RECIPES})")

@@ -57,8 +57,10 @@ def synthetic_manifest(config: TrainConfig, settings: Settings, progress: Progre
         + ([synth.group_size] if synth.group_size != 96 else [])
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    base = Path(config.data.cache_dir) if config.data.cache_dir else settings.resolved_data_dir
-    root = base / "synthetic" / f"set-{digest}" if not config.data.cache_dir else base / digest
+    if config.data.cache_dir:
+        root = Path(config.data.cache_dir) / digest
+    else:
+        root = settings.resolved_data_dir / "synthetic" / f"set-{digest}"
     manifest = root / "manifest.csv"
     done = root / ".complete"
     if done.exists():
