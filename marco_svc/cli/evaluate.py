@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +23,9 @@ from marco_svc.train.evaluation import (
     card_figures,
     data_name,
     evaluate_model,
+    write_result_report,
 )
 from marco_svc.train.metrics import DEFAULT_FPRS
-from marco_svc.train.report import write_report
 
 HEADLINE_POINT = f"fpr_{DEFAULT_FPRS[0]:g}"  # MARCO's 94% recall at 1.6% false positives
 
@@ -178,12 +177,8 @@ def command(
         result = evaluate_model(
             model, labelled, fmt, batch_size, progress, max_pixels=settings.max_image_pixels
         )
-    heads = {h: (r.y_true, r.probs, r.figures) for h, r in result.heads.items()}
-    files = write_report(out, model.ref, result.data, heads)
+    files = write_result_report(out, result)
     summary = result.summary()
-    metrics = json.loads(files["json"].read_text(encoding="utf-8"))
-    metrics.update({k: v for k, v in summary.items() if k not in metrics})
-    files["json"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
     card_path, name = None, data_name(data)
     if update_card:

@@ -319,3 +319,17 @@ def apply_to_card(card: ModelCard, name: str, figures: dict[str, Any]) -> None:
     """Put `card_figures` under metrics["evaluation"][name]; replace same-named operating points."""
     card.metrics.setdefault(EVALUATION_KEY, {})[name] = figures
     card.operating_points.update(figures["operating_points"])
+
+
+def write_result_report(out: Path, result: EvaluationResult) -> dict[str, Path]:
+    """The report files of an evaluation (metrics.json also carries `result.summary()`)."""
+    import json
+
+    from marco_svc.train.report import write_report
+
+    heads = {h: (r.y_true, r.probs, r.figures) for h, r in result.heads.items()}
+    files = write_report(out, result.model, result.data, heads)
+    metrics = json.loads(files["json"].read_text(encoding="utf-8"))
+    metrics.update({k: v for k, v in result.summary().items() if k not in metrics})
+    files["json"].write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return files

@@ -285,9 +285,13 @@ def train(
     import keras
 
     from marco_svc.model_store import StoredModel
-    from marco_svc.train.evaluation import apply_to_card, card_figures, evaluate_model
+    from marco_svc.train.evaluation import (
+        apply_to_card,
+        card_figures,
+        evaluate_model,
+        write_result_report,
+    )
     from marco_svc.train.export import export_model
-    from marco_svc.train.report import write_report
 
     seconds: dict[str, float] = {}
     started = time.perf_counter()
@@ -336,14 +340,14 @@ def train(
     if data.test is not None:
         tick = time.perf_counter()
         result = evaluate_model(stored, data.test, "keras", 64)
-        heads = {s: (h.y_true, h.probs, h.figures) for s, h in result.heads.items()}
-        write_report(out / "report", card.ref, data.test.origin, heads)
+        write_result_report(out / "report", result)
         apply_to_card(card, "held_out_synthetic" if synthetic else "held_out", card_figures(result))
         card.save(out)
         seconds["evaluate"] = time.perf_counter() - tick
 
-    check_set = data.test or data.validation
-    inputs = predict_inputs(check_set, card, config.export.check_images)
+    if config.export.formats:
+        check_set = data.test or data.validation
+        inputs = predict_inputs(check_set, card, config.export.check_images)
     for fmt in config.export.formats:
         tick = time.perf_counter()
         figures = export_model(card, out, fmt, inputs, config.export.min_agreement)
