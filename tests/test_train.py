@@ -219,8 +219,25 @@ def test_the_papers_recipes_train(tmp_path: Path, recipe: str) -> None:
     card = ModelCard.load(tmp_path / "m")
     assert card.training["recipe"] == recipe and card.training["epochs"] == 2
     assert card.training["images"]["test"] == 0 and "evaluation" not in card.metrics
-    if recipe == "merck":
-        assert (tmp_path / "m" / "best.weights.h5").exists()
+    best = card.training["restored_best_epoch"]
+    assert (best in (0, 1)) if recipe == "merck" else best is None
+
+
+def test_keep_best_puts_back_the_weights_of_the_lowest_validation_loss() -> None:
+    import keras
+
+    from marco_svc.train.trainer import KeepBest
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    keeper = KeepBest()
+    keeper.set_model(model)
+    for epoch, (loss, value) in enumerate([(0.9, 1.0), (0.4, 2.0), (0.6, 3.0)]):
+        for variable in model.weights:
+            variable.assign(np.full(variable.shape, value))
+        keeper.on_epoch_end(epoch, {"val_loss": loss})
+    keeper.restore(model)
+    assert keeper.epoch == 1
+    assert all(np.all(v.numpy() == 2.0) for v in model.weights)
 
 
 def test_merck_balancing_draws_every_class_about_equally(tmp_path: Path) -> None:
@@ -262,7 +279,7 @@ def test_fine_tuning_starts_from_a_registered_model(
     train(parse_config(values, "finetune"), settings, tmp_path / "lab", verbose=0)
     card = ModelCard.load(tmp_path / "lab")
     assert card.provenance["fine_tuned_from"] == "base:7"
-    assert card.training["epochs"] == 2
+    assert card.training["epochs"] == 2 and card.training["restored_best_epoch"] in (0, 1)
     assert card.preprocessing == ModelCard.load(folder).preprocessing
 
 

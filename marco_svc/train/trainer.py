@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from marco_svc.config import Settings
@@ -119,7 +120,6 @@ def load_data(config: TrainConfig, settings: Settings, progress: Progress) -> Tr
 
 
 def _strategy_and_precision() -> tuple[Any, bool]:
-    import keras
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -131,8 +131,6 @@ def _strategy_and_precision() -> tuple[Any, bool]:
 
 def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, dict[str, Any]]:
     """The network to train and its card: a fresh architecture or a model to fine-tune."""
-    import keras
-
     from marco_svc.nets.architectures import architecture, new_card
 
     if config.model.init:
@@ -167,6 +165,27 @@ def _set_trunk_trainable(model: Any, heads: list[str], trainable: bool) -> None:
             layer.trainable = trainable
 
 
+class KeepBest(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the lowest validation loss, by variable path,
+    across fits (fine-tuning fits twice, with different optimizers), and put them back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss, self.epoch = float("inf"), None
+        self.values: dict[str, np.ndarray] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        loss = (logs or {}).get("val_loss")
+        if loss is not None and loss < self.loss:
+            self.loss, self.epoch = float(loss), epoch
+            self.values = {v.path: v.numpy() for v in self.model.weights}
+
+    def restore(self, model: Any) -> None:
+        for variable in model.weights:
+            if variable.path in self.values:
+                variable.assign(self.values[variable.path])
+
+
 def fit(
     model: Any,
     card: ModelCard,
@@ -177,8 +196,6 @@ def fit(
     extra_callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run the recipe; returns what happened (epochs, steps, best validation loss)."""
-    import keras
-
     from marco_svc.nets.preprocessing import from_spec
     from marco_svc.train.pipeline import evaluation_dataset, training_dataset
 
@@ -203,13 +220,9 @@ def fit(
         logger,
         *extra_callbacks,
     ]
-    best = out / "best.weights.h5"  # not under checkpoints/: BackupAndRestore clears that
+    keeper = KeepBest()
     if chosen.keep_best:
-        callbacks.append(
-            keras.callbacks.ModelCheckpoint(
-                str(best), monitor="val_loss", save_best_only=True, save_weights_only=True
-            )
-        )
+        callbacks.append(keeper)
     if settings.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.early_stopping)
@@ -243,8 +256,8 @@ def fit(
     finally:  # an interrupted fit never reaches on_train_end, which closes the log
         if getattr(logger, "csv_file", None) is not None and not logger.csv_file.closed:
             logger.csv_file.close()
-    if chosen.keep_best and best.exists():
-        model.load_weights(str(best))
+    if chosen.keep_best:
+        keeper.restore(model)
     val_loss = history.get("val_loss", [])
     return {
         "epochs": len(history.get("loss", [])),
@@ -252,13 +265,12 @@ def fit(
         "batch_size": settings.batch_size,
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "best_val_loss": min(val_loss) if val_loss else None,
+        "restored_best_epoch": keeper.epoch,
     }
 
 
 def save_without_optimizer(model: Any, path: Path) -> None:
     """Save the network and its weights only (the optimizer state would triple the file)."""
-    import keras
-
     # A new, uncompiled functional model over the same layers (clone_model would compile).
     keras.Model(model.input, model.output, name=model.name).save(path)
 
@@ -282,8 +294,6 @@ def train(
     callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train per the config into the folder `out` (card.json, model.keras, exports, report)."""
-    import keras
-
     from marco_svc.model_store import StoredModel
     from marco_svc.train.evaluation import (
         apply_to_card,
