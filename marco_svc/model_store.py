@@ -137,18 +137,25 @@ def active_version(db: Database) -> tuple[str, str] | None:
     return (row[0], row[1]) if row else None
 
 
-def _configured_active(settings: Settings) -> tuple[str, str] | None:
-    """Read the active version from the configured database if it exists; never create it."""
+def existing_database(settings: Settings) -> Database | None:
+    """The configured database if it exists (never created here); None on an edge install."""
     try:
-        from sqlalchemy.exc import SQLAlchemyError
-
         from marco_svc.db.session import Database, parse_database_url
     except ImportError:  # an edge install has no database
         return None
     url = parse_database_url(settings.resolved_database_url)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
         return None
-    db = Database(settings.resolved_database_url)
+    return Database(settings.resolved_database_url)
+
+
+def _configured_active(settings: Settings) -> tuple[str, str] | None:
+    """Read the active version from the configured database if it exists; never create it."""
+    db = existing_database(settings)
+    if db is None:
+        return None
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         return active_version(db)
     except SQLAlchemyError as exc:

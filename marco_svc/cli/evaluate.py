@@ -57,18 +57,14 @@ def _check_writable(model: StoredModel) -> None:
 
 def _sync_database_row(settings: Settings, model: StoredModel) -> bool:
     """Refresh the model's ModelVersion row from its card when the database and row exist."""
-    try:
-        from sqlalchemy import select
-        from sqlalchemy.exc import SQLAlchemyError
+    db = model_store.existing_database(settings)
+    if db is None:
+        return False
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
 
-        from marco_svc.db.models import ModelVersion
-        from marco_svc.db.session import Database, parse_database_url
-    except ImportError:  # an edge install has no database
-        return False
-    url = parse_database_url(settings.resolved_database_url)
-    if url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file():
-        return False
-    db = Database(settings.resolved_database_url)
+    from marco_svc.db.models import ModelVersion
+
     try:
         with db.session() as session:
             row = session.execute(
