@@ -84,6 +84,23 @@ def test_the_class_score_is_the_logit_recovered_from_a_softmax_head() -> None:
     )
 
 
+def test_the_class_score_is_the_input_of_a_softmax_activation_output() -> None:
+    import keras
+
+    from marco_svc.scoring.saliency import _score_fn
+
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    logits = keras.layers.Dense(4, name="logits")(pooled)
+    model = keras.Model(
+        inputs, {"marco4": keras.layers.Activation("softmax", name="marco4")(logits)}
+    )
+    batch = np.random.default_rng(1).uniform(-1, 1, (2, 16, 16, 1)).astype(np.float32)
+    expected = keras.Model(inputs, logits)(batch).numpy()[:, 1]
+    np.testing.assert_allclose(_score_fn(model, "marco4", 1)(batch).numpy(), expected, rtol=1e-5)
+
+
 def test_a_grown_box_keeps_whole_pixels_and_the_map() -> None:
     from marco_svc.scoring.saliency import grown_box
 

@@ -27,35 +27,40 @@ class SmoothGradParams:
         return asdict(self)
 
 
-def _softmax_dense(model: Any, output: str) -> Any:
-    """The output's Dense layer when it applies softmax itself (its logits are recoverable)."""
+def _softmax_layer(model: Any, output: str) -> Any:
+    """The output's layer when it applies softmax itself, so its logits are recoverable:
+    a softmax Dense layer (logits = features @ kernel + bias) or a softmax Activation
+    layer (logits = its input); None otherwise."""
     import keras
 
     try:
         layer = model.get_layer(output)
     except ValueError:
         return None
-    activation = getattr(layer, "activation", None)
-    is_softmax = activation is keras.activations.softmax
-    return layer if isinstance(layer, keras.layers.Dense) and is_softmax else None
+    if getattr(layer, "activation", None) is not keras.activations.softmax:
+        return None
+    return layer if isinstance(layer, keras.layers.Dense | keras.layers.Activation) else None
 
 
 def _score_fn(model: Any, output: str, class_index: int) -> Any:
     """A function of an input batch giving the class score (the logit) per example.
 
-    The logit comes from a `<output>_logits` output (MARCO), or is recomputed from the
-    input of a softmax Dense head (features @ kernel + bias); otherwise log-probability.
+    The logit comes from a `<output>_logits` output (MARCO), or from the input of a softmax
+    output layer (see `_softmax_layer`); otherwise it is the log-probability.
     """
     import keras
     import tensorflow as tf
 
     named_logits = f"{output}_logits" in getattr(model, "output_names", [])
-    head = None if named_logits else _softmax_dense(model, output)
+    head = None if named_logits else _softmax_layer(model, output)
     features = keras.Model(model.input, head.input) if head is not None else None
+    dense = isinstance(head, keras.layers.Dense)
 
     def score(batch: Any) -> Any:
         if features is not None:
-            values = tf.matmul(features(batch, training=False), head.kernel) + head.bias
+            values = features(batch, training=False)
+            if dense:
+                values = tf.matmul(values, head.kernel) + head.bias
             return values[:, class_index]
         outputs = model(batch, training=False)
         if isinstance(outputs, dict):

@@ -159,9 +159,14 @@ def _compile(model: Any, optimizer: Any, heads: list[str]) -> None:
     model.compile(optimizer=optimizer, loss=losses, jit_compile=False)
 
 
+def _is_head_layer(name: str, heads: list[str]) -> bool:
+    """A head's layers are named by its scheme, or start with `<scheme>.`."""
+    return any(name == scheme or name.startswith(f"{scheme}.") for scheme in heads)
+
+
 def _set_trunk_trainable(model: Any, heads: list[str], trainable: bool) -> None:
     for layer in model.layers:
-        if layer.name not in heads:
+        if not _is_head_layer(layer.name, heads):
             layer.trainable = trainable
 
 
