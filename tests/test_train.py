@@ -346,3 +346,13 @@ def test_presets_parse() -> None:
     assert {p.stem for p in presets} >= {"default", "marco", "merck-resnet56", "finetune"}
     for preset in presets:
         load_config(preset)
+
+
+def test_fine_tuning_freezes_every_layer_but_the_heads() -> None:
+    """A head's layers are named by its scheme or start with `<scheme>.`; the rest is trunk."""
+    from marco_svc.train.trainer import _is_head_layer
+
+    heads = [MARCO4, MERCK10]
+    assert _is_head_layer(MARCO4, heads) and _is_head_layer(f"{MARCO4}.clear", heads)
+    assert _is_head_layer(MERCK10, heads)
+    assert not _is_head_layer("stage3.b.conv", heads) and not _is_head_layer("marco4x", heads)

@@ -6,11 +6,7 @@
   only), left-right and up-down flips.
 - `merck`: the Merck recipe (Ghafurian et al.): rotations by multiples of 90 degrees and
   flips (the drop has no preferred orientation).
-- `default`: the Merck geometry plus mild brightness/contrast jitter and, on half the
-  images, Gaussian pixel noise of a random sigma up to `NOISE_SIGMA`, for the default
-  model. Training with noise is what Smilkov et al. (SmoothGrad, 2017, section 4.3) found
-  to sharpen SmoothGrad maps: the network learns to ignore the noise the heatmaps add
-  (sigma 15% of the input range, 0.3 here), so the noisy copies keep looking at the crystal.
+- `default`: the Merck geometry plus mild brightness/contrast jitter, for the default model.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from collections.abc import Callable
 import tensorflow as tf
 
 AUGMENTATIONS = ("none", "marco", "merck", "default")
-NOISE_SIGMA = 0.3  # SmoothGrad's sigma: 15% of the [-1, 1] input range
 
 
 def _to_unit(x: tf.Tensor) -> tf.Tensor:
@@ -65,13 +60,7 @@ def default(x: tf.Tensor) -> tf.Tensor:
     x = _to_unit(merck(x))
     x = tf.image.random_brightness(x, 20.0 / 255.0)
     x = tf.image.random_contrast(x, 0.75, 1.3)
-    return _pixel_noise(_from_unit(x), NOISE_SIGMA)
-
-
-def _pixel_noise(x: tf.Tensor, most: float) -> tf.Tensor:
-    """On half the images, Gaussian noise of a sigma drawn from [0, most] (not clipped)."""
-    sigma = tf.random.uniform([], 0.0, most) * tf.cast(tf.random.uniform([]) < 0.5, tf.float32)
-    return x + tf.random.normal(tf.shape(x), stddev=sigma)
+    return _from_unit(x)
 
 
 def augmentation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
