@@ -350,9 +350,23 @@ def test_presets_parse() -> None:
 
 def test_fine_tuning_freezes_every_layer_but_the_heads() -> None:
     """A head's layers are named by its scheme or start with `<scheme>.`; the rest is trunk."""
-    from marco_svc.train.trainer import _is_head_layer
+    import keras
 
-    heads = [MARCO4, MERCK10]
-    assert _is_head_layer(MARCO4, heads) and _is_head_layer(f"{MARCO4}.clear", heads)
-    assert _is_head_layer(MERCK10, heads)
-    assert not _is_head_layer("stage3.b.conv", heads) and not _is_head_layer("marco4x", heads)
+    from marco_svc.train.trainer import _set_trunk_trainable
+
+    inputs = keras.Input((8, 8, 1))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(
+        keras.layers.Conv2D(4, 3, name="stage1.conv")(inputs)
+    )
+    logits = keras.layers.Dense(4, name=f"{MARCO4}.logits")(pooled)
+    outputs = {
+        MARCO4: keras.layers.Activation("softmax", name=MARCO4)(logits),
+        MERCK10: keras.layers.Dense(10, activation="softmax", name=MERCK10)(pooled),
+    }
+    model = keras.Model(inputs, outputs)
+    _set_trunk_trainable(model, [MARCO4, MERCK10], False)
+    trainable = {layer.name: layer.trainable for layer in model.layers}
+    assert not trainable["stage1.conv"] and not trainable["pool"]
+    assert trainable[f"{MARCO4}.logits"] and trainable[MARCO4] and trainable[MERCK10]
+    _set_trunk_trainable(model, [MARCO4, MERCK10], True)
+    assert all(layer.trainable for layer in model.layers)
