@@ -8,7 +8,7 @@ crystal's bounding box grown by half its size on every side (at least 6 input pi
 as in tests/test_default_model.py. Prints per class the hit rate and the median and
 minimum share, and a last line of key=value pairs.
 
-    python bench/heatmap_focus.py [--seeds 6]
+    python bench/heatmap_focus.py [--seeds 6] [--model NAME[:VERSION] | FOLDER]
 """
 
 from __future__ import annotations
@@ -28,9 +28,11 @@ FIRST_SEED = 1000
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=6, help="drops per crystal class")
+    parser.add_argument("--model", default="", help="a model or folder (default: shipped)")
     args = parser.parse_args()
     quiet_tensorflow()
     from marco_svc import model_store
+    from marco_svc.config import load_settings
     from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4
     from marco_svc.nets.preprocessing import from_spec
     from marco_svc.nets.runner import open_runner
@@ -39,7 +41,10 @@ def main() -> None:
     from marco_svc.scoring.saliency import SmoothGradParams, grown_box, mass_inside, smoothgrad
     from marco_svc.synth.render import render_drop
 
-    model = model_store.default_shipped()
+    if args.model:
+        model = model_store.find(load_settings(), args.model)
+    else:
+        model = model_store.default_shipped()
     if model is None:
         raise SystemExit("no shipped default model")
     runner, network = open_runner(model.card, model.folder, "keras"), keras_model(model)

@@ -370,3 +370,30 @@ def test_fine_tuning_freezes_every_layer_but_the_heads() -> None:
     assert trainable[f"{MARCO4}.logits"] and trainable[MARCO4] and trainable[MERCK10]
     _set_trunk_trainable(model, [MARCO4, MERCK10], True)
     assert all(layer.trainable for layer in model.layers)
+
+
+def test_a_warm_start_copies_the_layers_it_shares_and_leaves_the_new_head_fresh(
+    tmp_path: Path,
+) -> None:
+    """Stage 2 of the default model: the evidence head is new, the trunk comes from stage 1."""
+    import keras
+
+    from marco_svc.nets.architectures import architecture, new_card
+    from marco_svc.train.trainer import _warm_start
+
+    keras.utils.set_random_seed(11)
+    stage1 = architecture("compact-two-head").build()
+    stage1.save(tmp_path / "model.keras")
+    card = new_card("compact-two-head", "stage1", "1")
+    card.add_artifact("keras", tmp_path, "model.keras")
+    card.save(tmp_path)
+    model = architecture("compact-evidence-two-head").build()
+    origin = _warm_start(model, str(tmp_path), load_settings(env={}))
+    for name in ("stem.conv", "stage3.b.bn", "stage4.b.conv", MERCK10):
+        for new, old in zip(
+            model.get_layer(name).get_weights(), stage1.get_layer(name).get_weights(), strict=True
+        ):
+            np.testing.assert_array_equal(new, old)
+    assert f"{MARCO4}.crystal.conv" in origin["new_layers"]
+    assert f"{MARCO4}.clear" in origin["new_layers"]
+    assert origin["layers_copied"] == 19  # stem + 8 convolutions, each conv and bn; merck10

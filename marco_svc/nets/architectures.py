@@ -30,10 +30,12 @@ class Architecture:
             from marco_svc.nets.marco_inception import build_marco_inception
 
             return build_marco_inception()
-        if self.name == "compact-two-head":
+        if self.name.startswith("compact-"):
             from marco_svc.nets.compact import build_compact
 
-            return build_compact(self.heads, input_size=self.preprocessing["size"])
+            evidence = self.name == "compact-evidence-two-head"
+            size = self.preprocessing["size"]
+            return build_compact(self.heads, input_size=size, crystal_evidence=evidence)
         from marco_svc.nets.resnet_cifar import build_resnet
 
         depth = int(self.name.split("-")[1])
@@ -69,7 +71,14 @@ ARCHITECTURES: dict[str, Architecture] = {
             "compact-two-head",
             (MARCO4, MERCK10),
             {"name": "merck_gray", "size": 192},
-            "the default model's small CNN (marco_svc.nets.compact), four- and ten-way heads",
+            "a small CNN (marco_svc.nets.compact), four- and ten-way heads on pooled features",
+        ),
+        Architecture(
+            "compact-evidence-two-head",
+            (MARCO4, MERCK10),
+            {"name": "merck_gray", "size": 192},
+            "the default model's small CNN: compact-two-head whose four-way Crystals logit is "
+            "the maximum of a stage-3 crystal-evidence map (marco_svc.nets.compact)",
         ),
     )
 }

@@ -8,6 +8,14 @@ Layout: a 3x3 stride-2 stem (24 filters), then four stages of two 3x3 convolutio
 (32, 64, 128, 192 filters), the first of each with stride 2, every convolution followed by
 BatchNorm and ReLU6 (int8-friendly), then global average pooling, dropout, and one softmax
 Dense head per scheme, named by the scheme (the serving outputs).
+
+With `crystal_evidence` (architecture `compact-evidence-two-head`, the shipped default) the
+four-way head takes its Clear, Other and Precipitate logits from the pooled features but its
+Crystals logit is the maximum of a crystal-evidence map computed on the 12x12 grid of
+stage 3 (16 input pixels a cell): a crystal is a small local object, so "is there a crystal
+anywhere" is a maximum over places, not an average, and the gradient of the Crystals score
+(its SmoothGrad heatmap) falls on the place that decided it. The four-way logits are the
+input of its softmax layer; every head layer's name starts with the scheme.
 """
 
 from __future__ import annotations
@@ -17,12 +25,14 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from marco_svc.labels import MARCO4, MERCK10, labels_of
+from marco_svc.labels import CRYSTALS, MARCO4, MARCO4_LABELS, MERCK10, labels_of
 
 STEM_FILTERS = 24
 STAGE_FILTERS = (32, 64, 128, 192)
 WEIGHT_DECAY = 4e-5
 DROPOUT = 0.2
+EVIDENCE_FILTERS = 64
+EVIDENCE_STAGE = 3
 
 
 def _conv_bn(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
@@ -41,9 +51,13 @@ def _conv_bn(x: keras.KerasTensor, filters: int, stride: int, name: str) -> kera
 
 
 def build_compact(
-    heads: Sequence[str] = (MARCO4, MERCK10), input_size: int = 192, channels: int = 1
+    heads: Sequence[str] = (MARCO4, MERCK10),
+    input_size: int = 192,
+    channels: int = 1,
+    crystal_evidence: bool = False,
 ) -> keras.Model:
-    """The compact network with one softmax output per scheme in `heads`."""
+    """The compact network with one softmax output per scheme in `heads`; with
+    `crystal_evidence`, the four-way Crystals logit is a maximum over stage-3 places."""
     if not heads or any(scheme not in (MARCO4, MERCK10) for scheme in heads):
         raise ValueError(f"heads must be among {MARCO4}, {MERCK10}: {heads}")
     inputs = keras.Input((input_size, input_size, channels), name="image")
@@ -51,10 +65,27 @@ def build_compact(
     for stage, filters in enumerate(STAGE_FILTERS, start=1):
         x = _conv_bn(x, filters, 2, f"stage{stage}.a")
         x = _conv_bn(x, filters, 1, f"stage{stage}.b")
+        if stage == EVIDENCE_STAGE:
+            grid = x
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(DROPOUT, name="dropout")(x)
     outputs = {
-        scheme: layers.Dense(len(labels_of(scheme)), activation="softmax", name=scheme)(x)
+        scheme: _evidence_marco4_head(x, grid)
+        if crystal_evidence and scheme == MARCO4
+        else layers.Dense(len(labels_of(scheme)), activation="softmax", name=scheme)(x)
         for scheme in heads
     }
     return keras.Model(inputs, outputs, name="compact_two_head")
+
+
+def _evidence_marco4_head(pooled: keras.KerasTensor, grid: keras.KerasTensor) -> keras.KerasTensor:
+    """Four-way probabilities: Clear, Other and Precipitate logits from the pooled features,
+    the Crystals logit the maximum over the grid of a crystal-evidence map."""
+    assert MARCO4_LABELS.index(CRYSTALS) == 1, "the logits are concatenated in label order"
+    evidence = _conv_bn(grid, EVIDENCE_FILTERS, 1, f"{MARCO4}.crystal")
+    evidence = layers.Conv2D(1, 1, name=f"{MARCO4}.crystal.map")(evidence)
+    crystals = layers.GlobalMaxPooling2D(name=f"{MARCO4}.crystal.max")(evidence)
+    clear = layers.Dense(1, name=f"{MARCO4}.clear")(pooled)
+    other_precipitate = layers.Dense(2, name=f"{MARCO4}.other_precipitate")(pooled)
+    logits = layers.Concatenate(name=f"{MARCO4}.logits")([clear, crystals, other_precipitate])
+    return layers.Activation("softmax", name=MARCO4)(logits)

@@ -1,8 +1,9 @@
 """Training configuration: a TOML preset (see models/presets/) read into dataclasses.
 
-Sections: [model] (architecture, name, version, init for fine-tuning), [data] (where the
-images come from: a data set spec or "synthetic", splits), [data.synthetic] (generator
-settings), [recipe] (marco | merck | finetune | default and its hyper-parameters),
+Sections: [model] (architecture, name, version, init for fine-tuning, warm_start for a
+changed network seeded from a trained one), [data] (where the images come from: a data set
+spec or "synthetic", splits), [data.synthetic] (generator settings), [recipe] (marco |
+merck | finetune | default | focus and its hyper-parameters),
 [export] (formats and checks). Unknown keys are errors, so a typo never trains silently
 with a default.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RECIPES = ("marco", "merck", "finetune", "default")
+RECIPES = ("marco", "merck", "finetune", "default", "focus")
 
 
 class ConfigError(ValueError):
@@ -28,6 +29,9 @@ class ModelSection:
     name: str = "model"
     version: str = "1"
     init: str = ""  # a registered model (NAME[:VERSION]) to start from: fine-tuning
+    # A model (NAME[:VERSION] or folder) whose weights seed a fresh `architecture` wherever
+    # a layer's name and weight shapes match; the other layers start new (a changed head).
+    warm_start: str = ""
 
 
 @dataclass
@@ -123,6 +127,10 @@ def parse_config(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
         raise ConfigError(f"{source}: unknown recipe {config.recipe.name!r} (known: {RECIPES})")
     if config.recipe.name == "finetune" and not config.model.init:
         raise ConfigError(f"{source}: the finetune recipe needs [model] init = a registered model")
+    if config.model.init and config.model.warm_start:
+        raise ConfigError(f"{source}: [model] init and warm_start exclude each other")
+    if config.recipe.name == "focus" and not config.model.warm_start:
+        raise ConfigError(f"{source}: the focus recipe needs [model] warm_start = a model")
     if config.recipe.batch_size < 1 or config.recipe.epochs < 1:
         raise ConfigError(f"{source}: batch_size and epochs must be >= 1")
     if config.data.validation_share + config.data.test_share >= 1:

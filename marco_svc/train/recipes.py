@@ -10,7 +10,10 @@
 - finetune: start from a trained or imported model; the trunk is frozen for
   `freeze_epochs` (heads only, lr as given or 1e-3), then everything trains at a tenth.
 - default: Adam with cosine decay from 2e-3, rotations/flips and mild brightness and
-  contrast jitter; what the shipped default model was trained with.
+  contrast jitter; the first stage of the shipped default model.
+- focus: the second stage of the shipped default model: start from the first stage's
+  weights (`[model] warm_start`), train everything with Adam at a constant 5e-4 on the
+  `noisy` augmentation (SmoothGrad-sized pixel noise on half the images).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Recipe:
             return keras.optimizers.SGD(schedule, momentum=0.9)
         if self.name == "finetune":
             return keras.optimizers.Adam(lr or 1e-3)
+        if self.name == "focus":
+            return keras.optimizers.Adam(lr or 5e-4)
         schedule = keras.optimizers.schedules.CosineDecay(lr or 2e-3, max(total, 1), alpha=0.02)
         return keras.optimizers.Adam(schedule)
 
@@ -57,6 +62,7 @@ RECIPES = {
     "merck": Recipe("merck", "merck", balance=True, keep_best=True, ema=False),
     "finetune": Recipe("finetune", "merck", balance=False, keep_best=True, ema=False),
     "default": Recipe("default", "default", balance=False, keep_best=False, ema=False),
+    "focus": Recipe("focus", "noisy", balance=False, keep_best=False, ema=False),
 }
 
 

@@ -149,7 +149,44 @@ def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, d
     keras.utils.set_random_seed(config.recipe.seed)
     model = architecture(config.model.architecture).build()
     card = new_card(config.model.architecture, config.model.name, config.model.version)
+    if config.model.warm_start:
+        return model, card, _warm_start(model, config.model.warm_start, settings)
     return model, card, {}
+
+
+def _warm_start(model: Any, ref: str, settings: Settings) -> dict[str, Any]:
+    """Copy into `model` the weights of every layer of the model `ref` with the same name
+    and weight shapes; the rest keep their fresh weights. What was copied, for the card."""
+    from marco_svc.model_store import find
+
+    base = find(settings, ref)
+    if "keras" not in base.card.artifacts:
+        raise ValueError(f"{base.ref} has no Keras artifact to start from")
+    import marco_svc.nets.resnet_cifar  # noqa: F401 - custom layers
+
+    source = keras.saving.load_model(base.folder / base.card.artifacts["keras"].file)
+    given = {layer.name: layer for layer in source.layers}
+    copied, fresh = [], []
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        old = given.get(layer.name)
+        old_weights = old.get_weights() if old is not None else []
+        if [w.shape for w in old_weights] == [w.shape for w in weights]:
+            layer.set_weights(old_weights)
+            copied.append(layer.name)
+        else:
+            fresh.append(layer.name)
+    if not copied:
+        raise ValueError(f"{base.ref} shares no layer with {model.name}; nothing to start from")
+    log.info("warm start from %s: %d layers copied, new: %s", base.ref, len(copied), fresh)
+    return {
+        "warm_started_from": base.ref,
+        "sha256": base.card.artifacts,
+        "layers_copied": len(copied),
+        "new_layers": fresh,
+    }
 
 
 def _compile(model: Any, optimizer: Any, heads: list[str]) -> None:
