@@ -283,11 +283,38 @@ def test_fine_tuning_starts_from_a_registered_model(
     assert card.preprocessing == ModelCard.load(folder).preprocessing
 
 
+def test_the_focus_recipe_trains_a_changed_network_from_a_trained_one(
+    trained: tuple[Path, Settings], tmp_path: Path
+) -> None:
+    from marco_svc.nets.card import ModelCard
+    from marco_svc.train.trainer import train
+
+    folder, settings = trained
+    values = _tiny(
+        tmp_path,
+        model={"architecture": "compact-evidence-two-head", "name": "focused", "version": "1"},
+        recipe={"name": "focus", "epochs": 1, "steps_per_epoch": 2, "freeze_epochs": 0},
+        export={"formats": []},
+    )
+    values["model"]["warm_start"] = str(folder)
+    train(parse_config(values, "focus"), settings, tmp_path / "focused", verbose=0)
+    card = ModelCard.load(tmp_path / "focused")
+    assert card.architecture == "compact-evidence-two-head"
+    assert card.provenance["warm_started_from"].endswith(ModelCard.load(folder).name + ":1")
+    assert f"{MARCO4}.crystal.conv" in card.provenance["new_layers"]
+    assert card.training["recipe"] == "focus" and card.training["epochs"] == 1
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"recipe": {"name": "adam-please"}}, "unknown recipe"),
         ({"recipe": {"name": "finetune"}}, "needs \\[model\\] init"),
+        ({"recipe": {"name": "focus"}}, "needs \\[model\\] warm_start"),
+        (
+            {"model": {"init": "a", "warm_start": "b"}, "recipe": {"name": "finetune"}},
+            "exclude each other",
+        ),
         ({"recipe": {"bogus": 1}}, "unknown keys bogus"),
     ],
 )
@@ -375,7 +402,7 @@ def test_fine_tuning_freezes_every_layer_but_the_heads() -> None:
 def test_a_warm_start_copies_the_layers_it_shares_and_leaves_the_new_head_fresh(
     tmp_path: Path,
 ) -> None:
-    """Stage 2 of the default model: the evidence head is new, the trunk comes from stage 1."""
+    """As default-focus.toml starts: the evidence head is new, the trunk is the old one."""
     import keras
 
     from marco_svc.nets.architectures import architecture, new_card

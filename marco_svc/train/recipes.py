@@ -10,10 +10,11 @@
 - finetune: start from a trained or imported model; the trunk is frozen for
   `freeze_epochs` (heads only, lr as given or 1e-3), then everything trains at a tenth.
 - default: Adam with cosine decay from 2e-3, rotations/flips and mild brightness and
-  contrast jitter; the first stage of the shipped default model.
-- focus: the second stage of the shipped default model: start from the first stage's
-  weights (`[model] warm_start`), train everything with Adam at a constant 5e-4 on the
-  `noisy` augmentation (SmoothGrad-sized pixel noise on half the images).
+  contrast jitter; what the shipped default model was trained with.
+- focus: an experiment towards focused heatmaps (models/presets/default-focus.toml): start
+  from a trained model's weights (`[model] warm_start`), train everything with Adam at a
+  constant 5e-4 on the `noisy` augmentation (SmoothGrad-sized pixel noise on half the images);
+  with `freeze_epochs` > 0 only the heads train for that many epochs first, as in finetune.
 """
 
 from __future__ import annotations

@@ -269,7 +269,11 @@ def fit(
         callbacks.append(
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=settings.early_stopping)
         )
-    frozen = min(settings.freeze_epochs, settings.epochs) if settings.name == "finetune" else 0
+    # finetune always starts with the heads alone; focus only when asked (freeze_epochs)
+    starts_frozen = settings.name == "finetune" or (
+        settings.name == "focus" and settings.freeze_epochs > 0
+    )
+    frozen = min(settings.freeze_epochs, settings.epochs) if starts_frozen else 0
     history: dict[str, list[float]] = {}
 
     def run(first: int, last: int) -> None:
