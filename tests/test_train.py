@@ -311,6 +311,7 @@ def test_the_focus_recipe_trains_a_changed_network_from_a_trained_one(
         ({"recipe": {"name": "adam-please"}}, "unknown recipe"),
         ({"recipe": {"name": "finetune"}}, "needs \\[model\\] init"),
         ({"recipe": {"name": "focus"}}, "needs \\[model\\] warm_start"),
+        ({"recipe": {"trainable_heads": ["marco5"]}}, "trainable_heads must be among"),
         (
             {"model": {"init": "a", "warm_start": "b"}, "recipe": {"name": "finetune"}},
             "exclude each other",

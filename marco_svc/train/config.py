@@ -68,6 +68,7 @@ class RecipeSection:
     augment: str = ""  # "": the recipe's own
     early_stopping: int = 0  # patience in epochs (0: off)
     freeze_epochs: int = 2  # fine-tuning: epochs with the trunk frozen
+    trainable_heads: list[str] = field(default_factory=list)  # while frozen ([]: every head)
     seed: int = 0
 
 
@@ -131,6 +132,9 @@ def parse_config(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
         raise ConfigError(f"{source}: [model] init and warm_start exclude each other")
     if config.recipe.name == "focus" and not config.model.warm_start:
         raise ConfigError(f"{source}: the focus recipe needs [model] warm_start = a model")
+    unknown_heads = set(config.recipe.trainable_heads) - {"marco4", "merck10"}
+    if unknown_heads:
+        raise ConfigError(f"{source}: trainable_heads must be among marco4, merck10")
     if config.recipe.batch_size < 1 or config.recipe.epochs < 1:
         raise ConfigError(f"{source}: batch_size and epochs must be >= 1")
     if config.data.validation_share + config.data.test_share >= 1:

@@ -292,7 +292,7 @@ def fit(
 
     try:
         if frozen:
-            _set_trunk_trainable(model, heads, False)
+            _set_trunk_trainable(model, settings.trainable_heads or heads, False)
             _compile(model, chosen.optimizer(settings, steps), heads)
             run(0, frozen)
             _set_trunk_trainable(model, heads, True)
