@@ -40,9 +40,11 @@ bench: install
 
 # Re-train the shipped default model (synthetic drops only; ~45 min on 2 CPU cores).
 default-model: install
-	rm -rf models/default/1
+	rm -rf models/default/1 var/default-model/stage1
 	MARCO_DATA_DIR=$(CURDIR)/var/default-model $(BIN)/marco-svc train models/presets/default.toml \
-	  --out models/default/1 --no-register
+	  --out var/default-model/stage1 --no-register
+	MARCO_DATA_DIR=$(CURDIR)/var/default-model $(BIN)/marco-svc train \
+	  models/presets/default-focus.toml --out models/default/1 --no-register
 	@if [ -d "$(SHARED_PLATE)" ]; then $(BIN)/marco-svc models check-plate models/default/1 \
 	  "$(SHARED_PLATE)" --record; fi
 

@@ -150,6 +150,11 @@ def test_cli_registers_and_exports_fp32_that_agrees(tmp_path: Path) -> None:
     assert sum(shares["keras"]["marco4"].values()) == pytest.approx(1.0)
     card = json.loads((tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text())
     assert card["metrics"]["unlabelled_plates"]["plate"] == shares
+    again = run_cli("models", "check-plate", "tiny:1", str(plate), "--record", "--format", "keras",
+                    env=env)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    card = json.loads((tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text())
+    assert set(card["metrics"]["unlabelled_plates"]["plate"]) == {"keras", "tflite-fp32"}
 
 
 def _one_jpeg(tmp_path: Path) -> Path:

@@ -260,7 +260,7 @@ def check_plate(
         if model.where == "shipped":
             raise click.ClickException(f"{model.ref} is shipped and read-only")
         plates = model.card.metrics.setdefault("unlabelled_plates", {})
-        plates[folder.resolve().name] = shares
+        plates.setdefault(folder.resolve().name, {}).update(shares)  # other formats kept
         model.card.save(model.folder)
     if as_json:
         echo_json({"model": model.ref, "folder": str(folder), "shares": shares})
