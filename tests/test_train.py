@@ -408,7 +408,7 @@ def test_fine_tuning_freezes_every_layer_but_the_heads() -> None:
 def test_a_warm_start_copies_the_layers_it_shares_and_leaves_the_new_head_fresh(
     tmp_path: Path,
 ) -> None:
-    """As default-focus.toml starts: the evidence head is new, the trunk is the old one."""
+    """As default-focus.toml starts: the evidence head is new, the rest comes from stage 1."""
     import keras
 
     from marco_svc.nets.architectures import architecture, new_card

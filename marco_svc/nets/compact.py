@@ -9,7 +9,7 @@ Layout: a 3x3 stride-2 stem (24 filters), then four stages of two 3x3 convolutio
 BatchNorm and ReLU6 (int8-friendly), then global average pooling, dropout, and one softmax
 Dense head per scheme, named by the scheme (the serving outputs).
 
-With `crystal_evidence` (architecture `compact-evidence-two-head`, tried in
+With `crystal_evidence` (architecture `compact-evidence-two-head`, the shipped default,
 models/presets/default-focus.toml) the four-way head takes its Clear, Other and
 Precipitate logits from the pooled features but its Crystals logit is the maximum of a
 crystal-evidence map computed on the 12x12 grid of stage 3 (16 input pixels a cell): a

@@ -11,7 +11,7 @@
   `NOISE_SIGMA` (not clipped). Training with noise is what Smilkov et al. (SmoothGrad, 2017,
   section 4.3) found to sharpen SmoothGrad maps: the network learns to ignore the noise the
   heatmaps add (sigma 15% of the input range, 0.3 here), so the noisy copies keep looking
-  at the crystal. Recipe `focus` trains with it.
+  at the crystal. Recipe `focus` (the default model's second stage) trains with it.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
   `freeze_epochs` (heads only, lr as given or 1e-3), then everything trains at a tenth.
 - default: Adam with cosine decay from 2e-3, rotations/flips and mild brightness and
   contrast jitter; what the shipped default model was trained with.
-- focus: an experiment towards focused heatmaps (models/presets/default-focus.toml): start
+- focus: the shipped default model's second stage (models/presets/default-focus.toml): start
   from a trained model's weights (`[model] warm_start`), train everything with Adam at a
   constant 5e-4 on the `noisy` augmentation (SmoothGrad-sized pixel noise on half the images);
   with `freeze_epochs` > 0 only the heads train for that many epochs first, as in finetune.
