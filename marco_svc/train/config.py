@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from marco_svc.labels import SCHEMES
+
 RECIPES = ("marco", "merck", "finetune", "default", "focus")
 
 
@@ -132,9 +134,8 @@ def parse_config(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
         raise ConfigError(f"{source}: [model] init and warm_start exclude each other")
     if config.recipe.name == "focus" and not config.model.warm_start:
         raise ConfigError(f"{source}: the focus recipe needs [model] warm_start = a model")
-    unknown_heads = set(config.recipe.trainable_heads) - {"marco4", "merck10"}
-    if unknown_heads:
-        raise ConfigError(f"{source}: trainable_heads must be among marco4, merck10")
+    if set(config.recipe.trainable_heads) - set(SCHEMES):
+        raise ConfigError(f"{source}: trainable_heads must be among {', '.join(SCHEMES)}")
     if config.recipe.batch_size < 1 or config.recipe.epochs < 1:
         raise ConfigError(f"{source}: batch_size and epochs must be >= 1")
     if config.data.validation_share + config.data.test_share >= 1:

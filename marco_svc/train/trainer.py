@@ -134,14 +134,7 @@ def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, d
     from marco_svc.nets.architectures import architecture, new_card
 
     if config.model.init:
-        from marco_svc.model_store import find
-
-        base = find(settings, config.model.init)
-        if "keras" not in base.card.artifacts:
-            raise ValueError(f"{base.ref} has no Keras artifact to fine-tune")
-        import marco_svc.nets.resnet_cifar  # noqa: F401 - custom layers
-
-        model = keras.saving.load_model(base.folder / base.card.artifacts["keras"].file)
+        base, model = _stored_keras(settings, config.model.init, "fine-tune")
         card = ModelCard.from_dict(base.card.to_dict())
         card.name, card.version = config.model.name, config.model.version
         card.artifacts, card.exports, card.metrics, card.operating_points = {}, {}, {}, {}
@@ -154,17 +147,22 @@ def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, d
     return model, card, {}
 
 
-def _warm_start(model: Any, ref: str, settings: Settings) -> dict[str, Any]:
-    """Copy into `model` the weights of every layer of the model `ref` with the same name
-    and weight shapes; the rest keep their fresh weights. What was copied, for the card."""
+def _stored_keras(settings: Settings, ref: str, purpose: str) -> tuple[Any, Any]:
+    """A stored model by NAME[:VERSION] or folder, and its loaded Keras network."""
     from marco_svc.model_store import find
 
     base = find(settings, ref)
     if "keras" not in base.card.artifacts:
-        raise ValueError(f"{base.ref} has no Keras artifact to start from")
+        raise ValueError(f"{base.ref} has no Keras artifact to {purpose}")
     import marco_svc.nets.resnet_cifar  # noqa: F401 - custom layers
 
-    source = keras.saving.load_model(base.folder / base.card.artifacts["keras"].file)
+    return base, keras.saving.load_model(base.folder / base.card.artifacts["keras"].file)
+
+
+def _warm_start(model: Any, ref: str, settings: Settings) -> dict[str, Any]:
+    """Copy into `model` the weights of every layer of the model `ref` with the same name
+    and weight shapes; the rest keep their fresh weights. What was copied, for the card."""
+    base, source = _stored_keras(settings, ref, "start from")
     given = {layer.name: layer for layer in source.layers}
     copied, fresh = [], []
     for layer in model.layers:
