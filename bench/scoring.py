@@ -39,6 +39,7 @@ def marco_folder(folder: Path, calibration: list[bytes]) -> None:
     """MARCO Inception-v3 (random weights) as keras, tflite-fp32 and tflite-int8."""
     import keras
 
+    from marco_svc.nets import lite_preprocessing
     from marco_svc.nets.architectures import architecture, new_card
     from marco_svc.nets.preprocessing import from_spec
     from marco_svc.nets.runner import serving_model
@@ -56,6 +57,7 @@ def marco_folder(folder: Path, calibration: list[bytes]) -> None:
     for fmt in ("tflite-fp32", "tflite-int8"):
         (folder / FILES[fmt]).write_bytes(convert(serving, fmt, inputs))
         card.add_artifact(fmt, folder, FILES[fmt])
+    lite_preprocessing.add_to(card, folder)  # as export_model does
     card.save(folder)
 
 

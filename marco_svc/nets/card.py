@@ -19,7 +19,15 @@ from typing import Any
 from marco_svc.labels import MARCO4, MERCK10, labels_of
 
 CARD_FILE = "card.json"
-ARTIFACT_FORMATS = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel")
+# "litert-preprocess" is no network: the LiteRT graph of the preprocessing (lite_preprocessing).
+ARTIFACT_FORMATS = (
+    "keras",
+    "tflite-fp32",
+    "tflite-fp16",
+    "tflite-int8",
+    "savedmodel",
+    "litert-preprocess",
+)
 
 
 class CardError(ValueError):

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from marco_svc.labels import MARCO4, MERCK10
-from marco_svc.nets import silenced_stderr
+from marco_svc.nets import lite_preprocessing, silenced_stderr
 from marco_svc.nets.card import CardError, ModelCard, sha256_of
-from marco_svc.nets.preprocessing import Preprocessing, from_spec
+from marco_svc.nets.lite_preprocessing import LitePreprocessor
+from marco_svc.nets.preprocessing import Preprocessing, decode_np, from_spec
 
 FORMAT_PREFERENCE = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8")
 
@@ -105,9 +106,17 @@ class LiteRTRunner(Runner):
                 raise CardError(f"{card.ref}: {self.path.name} has no output {sorted(missing)}")
             # XNNPACK is applied, with its INFO line, on the first run: warm up in here.
             self.predict(np.zeros((1, *self.preprocessing.input_shape), dtype=np.float32))
+        self.lite_preprocess: LitePreprocessor | None = None
+        if lite_preprocessing.FORMAT in card.artifacts:
+            graph = folder / card.artifacts[lite_preprocessing.FORMAT].file
+            self.lite_preprocess = LitePreprocessor(graph, threads or os.cpu_count() or 1)
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        return self.preprocessing.np_from_bytes(data)
+        """The numpy preprocessing, with its steps after the crop through the model's
+        LiteRT preprocessing graph when it has one (`lite_preprocessing`)."""
+        if self.lite_preprocess is None:
+            return self.preprocessing.np_from_bytes(data)
+        return self.lite_preprocess(decode_np(data, self.preprocessing.jpeg_dct, reuse=True))
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = _quantize(np.asarray(batch, dtype=np.float32), self.input_details)
@@ -125,7 +134,11 @@ def _quantize(x: np.ndarray, details: Mapping[str, Any]) -> np.ndarray:
         return x
     scale, zero_point = details["quantization"]
     info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+    scaled = np.divide(x, np.float32(scale))  # the one temporary; the rest is in place
+    scaled += np.float32(zero_point)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, info.min, info.max, out=scaled)
+    return scaled.astype(dtype)
 
 
 def _dequantize(y: np.ndarray, details: Mapping[str, Any]) -> np.ndarray:
@@ -159,11 +172,15 @@ def open_runner(
     """A runner for one artifact of the model (see `choose_format`); `verify` checks its sha256."""
     fmt = choose_format(card, fmt)
     if verify:
-        path, expected = folder / card.artifacts[fmt].file, card.artifacts[fmt].sha256
-        if not path.exists():
-            raise CardError(f"{card.ref}: {fmt} artifact {path} is missing")
-        if sha256_of(path) != expected:
-            raise CardError(f"{card.ref}: {fmt} artifact {path} fails its sha256 check")
+        checked = [fmt]
+        if fmt != "keras" and lite_preprocessing.FORMAT in card.artifacts:
+            checked.append(lite_preprocessing.FORMAT)
+        for name in checked:
+            path, expected = folder / card.artifacts[name].file, card.artifacts[name].sha256
+            if not path.exists():
+                raise CardError(f"{card.ref}: {name} artifact {path} is missing")
+            if sha256_of(path) != expected:
+                raise CardError(f"{card.ref}: {name} artifact {path} fails its sha256 check")
     if fmt == "keras":
         return KerasRunner(card, folder)
     return LiteRTRunner(card, folder, fmt)

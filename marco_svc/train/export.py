@@ -2,11 +2,13 @@
 
 The TFLite file has one signature whose outputs are named by scheme (`marco4`, `merck10`),
 which is what `LiteRTRunner` reads. int8 is full-integer (int8 input and output too)
-calibrated on a representative set of preprocessed inputs. Every export is run through
-LiteRT on validation inputs and compared with its Keras model: top-1 agreement per head
-and the largest probability difference. Below `min_agreement` the export is refused and
-nothing is written; otherwise the file joins the model folder and the figures go into the
-model card's `exports`.
+calibrated on a representative set of preprocessed inputs; its average pools become
+depthwise convolutions first (`pool_rewrite`), so LiteRT's XNNPACK runs the whole graph.
+The first TFLite export also writes the preprocessing's LiteRT graph (`lite_preprocessing`).
+Every export is run through LiteRT on validation inputs and compared with its Keras model:
+top-1 agreement per head and the largest probability difference. Below `min_agreement` the
+export is refused and nothing is written; otherwise the file joins the model folder and the
+figures go into the model card's `exports`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from marco_svc.nets import lite_preprocessing
 from marco_svc.nets.card import ModelCard
 from marco_svc.nets.runner import KerasRunner, LiteRTRunner
 
@@ -39,8 +42,12 @@ def convert(serving: Any, fmt: str, representative: Sequence[np.ndarray]) -> byt
     import keras
     import tensorflow as tf
 
+    from marco_svc.train.pool_rewrite import lite_friendly
+
     if fmt not in FILES:
         raise ValueError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
+    if fmt == "tflite-int8":
+        serving = lite_friendly(serving)
     shape = [None, *serving.input_shape[1:]]
     archive = keras.export.ExportArchive()
     archive.track(serving)
@@ -128,6 +135,8 @@ def export_model(
         )
     staged.replace(target)
     card.add_artifact(fmt, folder, FILES[fmt])
+    if lite_preprocessing.FORMAT not in card.artifacts:
+        lite_preprocessing.add_to(card, folder)
     figures["bytes"] = target.stat().st_size
     card.exports[fmt] = figures
     card.save(folder)
