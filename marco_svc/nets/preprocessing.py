@@ -304,7 +304,7 @@ def resize_bilinear_tf1_np(
     elementwise step applied in place to the result (as if applied after the resize).
     The float32 steps are TensorFlow's (across each source row, then down), run on blocks
     of output rows small enough to stay in the CPU cache, with this thread's scratch arrays;
-    on a 1224x1024 image this is 1.5x faster than whole-image passes.
+    on a 1224x1024 image this measured 1.3-1.6x faster than whole-image passes.
     """
     height, width, channels = image.shape
     rows = _rows_of_values(image)
