@@ -85,3 +85,14 @@ def test_int8_export_runs_whole_in_xnnpack(model: keras.Model) -> None:
     got = (out.astype(np.float32) - out_zero) * out_scale
     want = model(x)["marco4"].numpy()
     assert np.abs(got - want).max() < 0.05
+
+
+def test_a_same_pool_on_a_dynamic_size_is_kept() -> None:
+    inputs = keras.Input((None, None, 2))
+    same = keras.layers.AveragePooling2D(3, 1, "same", name="same")(inputs)
+    valid = keras.layers.AveragePooling2D(2, 2, "valid", name="valid")(inputs)
+    lite = lite_friendly(keras.Model(inputs, [same, valid]))
+    assert isinstance(lite.get_layer("same"), keras.layers.AveragePooling2D)
+    assert isinstance(lite.get_layer("valid"), PoolAsDepthwise)
+    x = np.random.default_rng(2).normal(size=(1, 9, 7, 2)).astype(np.float32)
+    np.testing.assert_allclose(lite(x)[1], keras.layers.AveragePooling2D(2, 2)(x), atol=1e-6)

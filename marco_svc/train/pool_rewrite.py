@@ -65,15 +65,21 @@ def _taps_inside(size: int, kernel: int, stride: int) -> np.ndarray:
     return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
 
 
+def _rewritable(layer: keras.layers.AveragePooling2D) -> bool:
+    """Channels last, and a static size where SAME padding needs the border map."""
+    if layer.data_format != "channels_last":
+        return False
+    return layer.padding != "same" or None not in tuple(layer.input.shape)[1:3]
+
+
 def lite_friendly(model: keras.Model) -> keras.Model:
-    """`model` with its AveragePooling2D layers as depthwise convolutions (itself if none)."""
+    """`model` with its AveragePooling2D layers as depthwise convolutions (itself if none);
+    a pool that cannot be rewritten (channels first, SAME on a dynamic size) is kept."""
     if not any(isinstance(layer, keras.layers.AveragePooling2D) for layer in model.layers):
         return model
 
     def swap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, keras.layers.AveragePooling2D):
-            if layer.data_format != "channels_last":
-                raise ValueError(f"{layer.name}: only channels-last pooling is rewritten")
+        if isinstance(layer, keras.layers.AveragePooling2D) and _rewritable(layer):
             return PoolAsDepthwise(layer.pool_size, layer.strides, layer.padding, name=layer.name)
         return layer
 
