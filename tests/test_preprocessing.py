@@ -168,3 +168,12 @@ def test_numpy_and_tensorflow_from_bytes_on_the_real_plate() -> None:
     print(f"numpy vs TensorFlow from bytes, 96 real images (max, mean): {measured}")
     assert measured["merck_gray"][0] <= 1e-6
     assert measured["marco"] == (0.0, 0.0)
+
+
+def test_a_jpeg_over_the_decompression_bomb_limit_is_refused(monkeypatch) -> None:
+    data = jpeg(random_pixels(64, 64))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 2 - 1)
+    with pytest.raises(Image.DecompressionBombError):
+        decode_np(data, "fast")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 64 * 64 // 2)
+    assert decode_np(data, "fast").shape == (64, 64, 3)

@@ -218,18 +218,19 @@ def decode_np(data: bytes, jpeg_dct: str = "accurate", reuse: bool = False) -> n
 
     JPEGs are decoded by libjpeg-turbo through simplejpeg with the inverse DCT that
     `jpeg_dct` names and fancy upsampling, TensorFlow's own decoder settings, so the pixels
-    are the ones `decode_tf` gives. Other formats, and JPEGs simplejpeg refuses (CMYK,
-    corrupt or truncated data), go through Pillow, whose error then says what is wrong
-    (alpha dropped, 16-bit scaled to 8). With `reuse`, a JPEG is decoded into this thread's
-    scratch memory, valid until its next `reuse` decode: for pixels that are used at once.
+    are the ones `decode_tf` gives. Other formats, JPEGs simplejpeg refuses (CMYK, corrupt
+    or truncated data) and JPEGs over Pillow's decompression-bomb limit go through Pillow,
+    whose error then says what is wrong (alpha dropped, 16-bit scaled to 8). With `reuse`,
+    a JPEG is decoded into this thread's scratch memory, valid until its next `reuse`
+    decode: for pixels that are used at once.
     """
     if data[:3] == JPEG_MAGIC:
         try:
-            buffer = None
-            if reuse:
-                height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-                buffer = _SCRATCH.get("decoded", (height * width * 3,), np.uint8)
-            return simplejpeg.decode_jpeg(data, "RGB", fastdct=jpeg_dct == "fast", buffer=buffer)
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            if not _decompression_bomb(height * width):
+                buffer = _SCRATCH.get("decoded", (height * width * 3,), np.uint8) if reuse else None
+                fast = jpeg_dct == "fast"
+                return simplejpeg.decode_jpeg(data, "RGB", fastdct=fast, buffer=buffer)
         except ValueError:
             pass
     with Image.open(io.BytesIO(data)) as image:
@@ -238,6 +239,12 @@ def decode_np(data: bytes, jpeg_dct: str = "accurate", reuse: bool = False) -> n
             wide = np.asarray(image, dtype=np.uint32) >> 8
             return np.repeat(np.clip(wide, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
         return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+
+
+def _decompression_bomb(pixels: int) -> bool:
+    """More pixels than Pillow refuses to open (twice its MAX_IMAGE_PIXELS warning level)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and pixels > 2 * limit
 
 
 def decode_tf(contents: tf.Tensor, jpeg_dct: str = "fast") -> tf.Tensor:
