@@ -33,6 +33,40 @@ def run_cli(
     )
 
 
+_LITERT_PROBE = """
+import json, sys
+from pathlib import Path
+from marco_svc.nets.card import ModelCard
+from marco_svc.nets.runner import open_runner
+folder = Path(sys.argv[1])
+runner = open_runner(ModelCard.load(folder), folder, sys.argv[2])
+x = runner.preprocess(Path(sys.argv[3]).read_bytes())[None]
+out = runner.predict(x)
+print(json.dumps({
+    "tf": "tensorflow" in sys.modules,
+    "keras": "keras" in sys.modules,
+    "graph": getattr(runner, "lite_preprocess", None) is not None,
+    "input": list(x.shape),
+    "outputs": {scheme: list(value.shape) for scheme, value in out.items()},
+}))
+"""
+
+
+def litert_in_fresh_python(
+    folder: Path, fmt: str, image: Path
+) -> tuple[subprocess.CompletedProcess, dict[str, Any]]:
+    """Score `image` with the model's `fmt` artifact in a new interpreter; what it imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LITERT_PROBE, str(folder), fmt, str(image)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done, json.loads(done.stdout)
+
+
 def cli_json(*args: str, env: dict[str, str] | None = None) -> Any:
     done = run_cli(*args, "--json", env=env)
     assert done.returncode == 0, done.stderr

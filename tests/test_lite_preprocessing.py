@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -18,7 +15,7 @@ from marco_svc.nets.lite_preprocessing import LitePreprocessor
 from marco_svc.nets.preprocessing import MarcoPreprocessing, MerckGrayPreprocessing
 from marco_svc.nets.runner import open_runner
 from marco_svc.train.export import export_model
-from tests.helpers import ROOT, jpeg_bytes
+from tests.helpers import jpeg_bytes, litert_in_fresh_python
 from tests.test_preprocessing import random_pixels
 
 pytestmark = pytest.mark.slow
@@ -108,25 +105,8 @@ def test_a_changed_graph_fails_the_checksum(exported, tmp_path: Path) -> None:
 
 def test_the_graph_runs_without_tensorflow(exported, tmp_path: Path) -> None:
     _, folder = exported
-    script = (
-        "import json, sys\n"
-        "from pathlib import Path\n"
-        "from marco_svc.nets.card import ModelCard\n"
-        "from marco_svc.nets.runner import open_runner\n"
-        "folder = Path(sys.argv[1])\n"
-        "runner = open_runner(ModelCard.load(folder), folder, 'tflite-int8')\n"
-        "x = runner.preprocess(Path(sys.argv[2]).read_bytes())\n"
-        "print(json.dumps({'graph': runner.lite_preprocess is not None,\n"
-        "                  'tf': 'tensorflow' in sys.modules, 'shape': list(x.shape)}))\n"
-    )
     image = tmp_path / "one.jpg"
     image.write_bytes(jpeg_bytes(100, 70, seed=9))
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(folder), str(image)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"graph": True, "tf": False, "shape": [SIZE, SIZE, 3]}
+    _, report = litert_in_fresh_python(folder, "tflite-int8", image)
+    assert (report["graph"], report["tf"], report["keras"]) == (True, False, False)
+    assert report["input"] == [1, SIZE, SIZE, 3]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ from marco_svc.nets.runner import (
     open_runner,
     top_label,
 )
-from tests.helpers import ROOT, jpeg_bytes
+from tests.helpers import jpeg_bytes, litert_in_fresh_python
 from tests.nets_helpers import write_model_folder
 
 pytestmark = pytest.mark.slow
@@ -57,29 +54,11 @@ def test_keras_and_litert_agree(two_head: tuple[ModelCard, Path]) -> None:
 
 def test_litert_runner_does_not_import_tensorflow(two_head: tuple[ModelCard, Path]) -> None:
     _, folder = two_head
-    script = (
-        "import json, sys\n"
-        "from pathlib import Path\n"
-        "from marco_svc.nets.card import ModelCard\n"
-        "from marco_svc.nets.runner import open_runner\n"
-        "folder = Path(sys.argv[1])\n"
-        "runner = open_runner(ModelCard.load(folder), folder, 'tflite-fp32')\n"
-        "x = runner.preprocess(Path(sys.argv[2]).read_bytes())[None]\n"
-        "out = runner.predict(x)\n"
-        "print(json.dumps({'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules,\n"
-        "                  'shape': list(out['merck10'].shape)}))\n"
-    )
     image = folder.parent / "one.jpg"
     image.write_bytes(images()[0])
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(folder), str(image)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"tf": False, "keras": False, "shape": [1, 10]}
+    done, report = litert_in_fresh_python(folder, "tflite-fp32", image)
+    assert (report["tf"], report["keras"]) == (False, False)
+    assert report["outputs"]["merck10"] == [1, 10]
     assert done.stderr == ""  # LiteRT's start-up INFO line is kept off stderr
 
 
