@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,9 +148,11 @@ class ModelCard:
         except json.JSONDecodeError as exc:
             raise CardError(f"model card {path} is not JSON: {exc}") from None
 
-    def verify(self, folder: Path) -> None:
-        """Raise CardError when an artifact is missing or its checksum differs."""
-        for fmt, artifact in self.artifacts.items():
+    def verify(self, folder: Path, formats: Sequence[str] | None = None) -> None:
+        """Raise CardError when an artifact (of `formats`, default all) is missing or its
+        checksum differs."""
+        for fmt in self.artifacts if formats is None else formats:
+            artifact = self.artifacts[fmt]
             path = folder / artifact.file
             if not path.exists():
                 raise CardError(f"{self.ref}: {fmt} artifact {path} is missing")

@@ -17,7 +17,7 @@ import numpy as np
 
 from marco_svc.labels import MARCO4, MERCK10
 from marco_svc.nets import lite_preprocessing, silenced_stderr
-from marco_svc.nets.card import CardError, ModelCard, sha256_of
+from marco_svc.nets.card import CardError, ModelCard
 from marco_svc.nets.lite_preprocessing import LitePreprocessor
 from marco_svc.nets.preprocessing import Preprocessing, decode_np, from_spec
 
@@ -175,12 +175,7 @@ def open_runner(
         checked = [fmt]
         if fmt != "keras" and lite_preprocessing.FORMAT in card.artifacts:
             checked.append(lite_preprocessing.FORMAT)
-        for name in checked:
-            path, expected = folder / card.artifacts[name].file, card.artifacts[name].sha256
-            if not path.exists():
-                raise CardError(f"{card.ref}: {name} artifact {path} is missing")
-            if sha256_of(path) != expected:
-                raise CardError(f"{card.ref}: {name} artifact {path} fails its sha256 check")
+        card.verify(folder, checked)
     if fmt == "keras":
         return KerasRunner(card, folder)
     return LiteRTRunner(card, folder, fmt)
