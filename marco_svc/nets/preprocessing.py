@@ -79,7 +79,12 @@ class Preprocessing(ABC):
     # --- numpy / Pillow -------------------------------------------------------------------
 
     def np_from_bytes(self, data: bytes) -> np.ndarray:
-        return self.np_from_pixels(decode_np(data, self.jpeg_dct, reuse=True))
+        return self.np_from_pixels(self.decode_for_input(data))
+
+    def decode_for_input(self, data: bytes) -> np.ndarray:
+        """Decoded pixels as this preprocessing decodes them, in this thread's scratch memory
+        (valid until its next decode: for pixels turned into an input at once)."""
+        return decode_np(data, self.jpeg_dct, reuse=True)
 
     @abstractmethod
     def np_from_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from marco_svc.labels import MARCO4, MERCK10
 from marco_svc.nets import lite_preprocessing, silenced_stderr
 from marco_svc.nets.card import CardError, ModelCard
 from marco_svc.nets.lite_preprocessing import LitePreprocessor
-from marco_svc.nets.preprocessing import Preprocessing, decode_np, from_spec
+from marco_svc.nets.preprocessing import Preprocessing, from_spec
 
 FORMAT_PREFERENCE = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8")
 
@@ -116,7 +116,7 @@ class LiteRTRunner(Runner):
         LiteRT preprocessing graph when it has one (`lite_preprocessing`)."""
         if self.lite_preprocess is None:
             return self.preprocessing.np_from_bytes(data)
-        return self.lite_preprocess(decode_np(data, self.preprocessing.jpeg_dct, reuse=True))
+        return self.lite_preprocess(self.preprocessing.decode_for_input(data))
 
     def predict(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         x = _quantize(np.asarray(batch, dtype=np.float32), self.input_details)
