@@ -21,12 +21,14 @@ install: $(BIN)/.installed
 run: install
 	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc db upgrade
 	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc demo --drops 1
+	@# exit 3: some files failed (recorded with their reason); the others are stored
 	@if [ -d "$(SHARED_PLATE)" ]; then \
-	  MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc ingest "$(SHARED_PLATE)"; fi
+	  MARCO_DATA_DIR=$(DEMO_DATA) MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" \
+	  $(BIN)/marco-svc ingest "$(SHARED_PLATE)" || [ $$? -eq 3 ]; fi
 	@mkdir -p $(DEMO_DATA)/inbox
 	@echo "Open http://$(HOST):$(PORT)/ ; drop imager folders into $(DEMO_DATA)/inbox"
 	MARCO_DATA_DIR=$(DEMO_DATA) MARCO_WATCH_ROOTS=$(DEMO_DATA)/inbox \
-	  $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
+	  MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

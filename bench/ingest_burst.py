@@ -7,13 +7,16 @@ once, then runs each configuration in its own child process on a fresh database:
             watched folder at once; timed until every file is stored and the watcher idle;
 - backfill: the files are there before the watcher starts (a restart); same timing;
 - direct:   no watcher, one `ingest()` per file in a loop (what `marco-svc ingest` does);
-- events at 4x the files, to show that memory does not grow with the burst.
+- events at 4x the files, to show that memory does not grow with the burst;
+- junk:     the watcher runs and one 2 GiB file named like an image is written into the
+            watched folder (`--junk-gib`); it must be refused from its size, unread, so
+            peak memory stays that of an idle watcher.
 
 Memory: peak resident set size of the child process (`resource.getrusage(RUSAGE_SELF)
 .ru_maxrss`), so it includes the interpreter and libraries; `rss_before` (VmRSS just
 before the burst) is printed beside it so the burst's own share is visible.
 
-    python bench/ingest_burst.py [--plates 1] [--scale 4] [--postgres SERVER_URL]
+    python bench/ingest_burst.py [--plates 1] [--scale 4] [--junk-gib 2] [--postgres SERVER_URL]
 
 SERVER_URL is like postgresql+psycopg://postgres@127.0.0.1:5432 (a scratch database is
 created and dropped). The last line is key=value pairs.
@@ -78,6 +81,7 @@ def child(config: dict) -> dict:
     from imager_adapters.registry import parse_path
     from marco_svc.config import load_settings
     from marco_svc.ingest import ingest
+    from marco_svc.ingest_files import file_policy
     from marco_svc.runtime import open_runtime
     from marco_svc.watch import watcher_for
 
@@ -114,6 +118,22 @@ def child(config: dict) -> dict:
         elapsed = time.perf_counter() - start
         watcher.stop()
         stats = dict(watcher.stats)
+    elif mode == "junk":
+        watcher = watcher_for(runtime, [root])
+        watcher.start()
+        watcher.wait_idle(60)
+        rss_before, start = vm_rss_mb(), time.perf_counter()
+        junk = root / next(names(1))
+        junk.parent.mkdir(parents=True)
+        block = os.urandom(1024 * 1024)
+        with open(junk, "wb") as out:  # really written: it lands as a real imager file would
+            for _ in range(files):
+                out.write(block)
+        files = 1
+        until_done(watcher)
+        elapsed = time.perf_counter() - start
+        watcher.stop()
+        stats = dict(watcher.stats)
     elif mode == "backfill":
         place(shutil.copy2)
         watcher = watcher_for(runtime, [root])
@@ -127,7 +147,7 @@ def child(config: dict) -> dict:
         place(shutil.copyfile)
         rss_before, start = vm_rss_mb(), time.perf_counter()
         for name in names(files):
-            result = ingest(runtime.db, parse_path(root / name), settings.max_image_pixels)
+            result = ingest(runtime.db, parse_path(root / name), file_policy(settings))
             stats[result.outcome] = stats.get(result.outcome, 0) + 1
         elapsed = time.perf_counter() - start
     runtime.close()
@@ -167,7 +187,8 @@ def run(name: str, config: dict) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    stored = result["stats"].get("created", 0)
+    outcome = "failed" if config["mode"] == "junk" else "created"
+    stored = result["stats"].get(outcome, 0)
     if stored != result["files"]:
         raise SystemExit(f"{name}: {stored} of {result['files']} stored: {result['stats']}")
     return result
@@ -178,6 +199,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--plates", type=int, default=1, help="plates of 1,152 files (1)")
     parser.add_argument("--scale", type=int, default=4, help="the big burst, x files (4; 0=off)")
+    parser.add_argument("--junk-gib", type=int, default=2, help="junk file size in GiB (2; 0=off)")
     parser.add_argument("--postgres", help="PostgreSQL server URL (also run there)")
     args = parser.parse_args()
     if args.child:
@@ -191,6 +213,8 @@ def main() -> None:
         plan = [("sqlite", mode, files) for mode in ("direct", "events", "backfill")]
         if args.scale > 1:
             plan.append(("sqlite", "events", files * args.scale))
+        if args.junk_gib:
+            plan.append(("sqlite", "junk", args.junk_gib * 1024))  # MiB written
         if args.postgres:
             plan += [("postgres", mode, files) for mode in ("direct", "events", "backfill")]
         results = {}
@@ -224,6 +248,11 @@ def main() -> None:
         )
     pairs = {"files": files, "memory": "ru_maxrss_peak_rss"}
     for (backend, mode, count), r in results.items():
+        if mode == "junk":
+            pairs["junk_gib"] = count // 1024
+            pairs["junk_peak_rss_mb"] = round(r["peak_rss_mb"], 1)
+            pairs["junk_rss_growth_mb"] = round(r["peak_rss_mb"] - r["rss_before_mb"], 1)
+            continue
         tag = f"{backend}_{mode}" + (f"_x{count // files}" if count != files else "")
         pairs[f"{tag}_fps"] = round(r["files_per_s"], 1)
         pairs[f"{tag}_peak_rss_mb"] = round(r["peak_rss_mb"], 1)
@@ -241,6 +270,11 @@ def main() -> None:
         growth = big["peak_rss_mb"] - small["peak_rss_mb"]
         pairs["sqlite_events_peak_rss_growth_mb"] = round(growth, 1)
         print(f"sqlite events: {args.scale}x the files, peak RSS {growth:+.1f} MB")
+    junk = next((r for (_, mode, _), r in results.items() if mode == "junk"), None)
+    if junk and small:
+        ratio = junk["peak_rss_mb"] / small["peak_rss_mb"]
+        pairs["junk_vs_events_peak_rss"] = round(ratio, 2)
+        print(f"a {args.junk_gib} GiB junk file: peak RSS {ratio:.2f}x that of the plate burst")
     print(" ".join(f"{key}={value}" for key, value in pairs.items()))
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import platformdirs
 
+from marco_svc.file_store import prepare_data_dir
+
 ENV_PREFIX = "MARCO_"
 CONFIG_ENV = "MARCO_CONFIG"
 
@@ -50,6 +52,20 @@ class Settings:
     auto_upgrade: bool = _setting(True, "Upgrade the database schema when the service starts.")
     max_image_pixels: int = _setting(
         60_000_000, "Largest image (width x height) accepted; larger is a recorded failure."
+    )
+    max_image_bytes: int = _setting(
+        64 * 1024**2,
+        "Largest image file in bytes; a larger file is a recorded failure, never read.",
+    )
+    image_roots: list[str] = _setting(  # noqa: RUF009
+        [],
+        "Folders besides data_dir and watch_roots whose images may be read through links "
+        "and served by /api/v1/images/ID/file (e.g. an imager store ingested by hand).",
+    )
+    data_group: str = _setting(
+        "",
+        "Group that owns data_dir and what the service writes there (folders 0750 with "
+        "setgid, files 0640); default: the user's own group.",
     )
     log_level: str = _setting("INFO", "Logging level (DEBUG, INFO, WARNING, ERROR).")
     model: str = _setting(
@@ -99,6 +115,11 @@ class Settings:
         "Walk the watched folders again this often, a safety net for missed events "
         "(0: only at start).",
     )
+    watch_stall_seconds: float = _setting(
+        120.0,
+        "/healthz reports the watcher stuck (503) when its work loop has not come round "
+        "for this long.",
+    )
     watch_queue_size: int = _setting(
         10_000,
         "Most file events and pending files the watcher holds in memory; past it, "
@@ -134,7 +155,7 @@ class Settings:
             if self.data_dir
             else Path(platformdirs.user_data_dir("marco-svc", appauthor=False))
         )
-        path.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(path, self.data_group)
         return path
 
     @property

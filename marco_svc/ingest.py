@@ -1,34 +1,37 @@
 """The one ingest path: an ImageRecord (or a Rejection) becomes stored rows, idempotently.
 
-`ingest` upserts plate, inspection, drop and image in one transaction. The same file
-twice gives one Image; the same path with new content is a new version of that drop's
-image; a bad file or conflicting metadata is stored as a failed Image with its reason.
-A file whose content is already stored for the same drop slot is a duplicate; when the
-stored path no longer exists (the file was moved or renamed) the image follows it to
-the new path.
+`ingest` reads the file through `file_access` (links out of the allowed folders, special
+files and oversized files are refused unread) and upserts plate, inspection, drop and
+image in one transaction. An image is its drop slot (inspection, drop, imaging mode)
+plus its content: the same file twice gives one Image, identical bytes in another slot
+are another Image, new content for a slot is its next version (1..N, unique; writers
+that race retry). A bad file or conflicting metadata is stored as a failed Image with
+its reason; offering the file again retries it (the reason is updated, or the failed
+row becomes the image). When a stored path no longer exists (the file was moved or
+renamed) the image follows it to the new path.
 """
 
 from __future__ import annotations
 
-import hashlib
+import random
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from imager_adapters.record import ImageRecord, Rejection
 from imager_adapters.wells import LAYOUTS, GeometryError, smallest_layout, split_well, well_name
-from marco_svc.db.models import Drop, Image, Inspection, Plate
+from marco_svc.db.models import FAILED, Drop, Image, Inspection, Plate
 from marco_svc.db.session import Database
-from marco_svc.image_check import BadImage, ImageInfo, inspect_image_bytes
+from marco_svc.file_access import FileFacts, FilePolicy, read_image_file
 
 Outcome = Literal["created", "duplicate", "failed"]
-DEFAULT_MAX_PIXELS = 60_000_000
-_RETRIES = 3
+_RETRIES = 12
 
 
 class IngestConflict(ValueError):
@@ -42,26 +45,6 @@ class IngestResult:
     path: Path
     reason: str | None = None
     version: int = 1
-
-
-@dataclass(frozen=True)
-class _FileFacts:
-    sha256: str
-    size: int
-    info: ImageInfo | None
-    problem: str | None
-
-
-def _read(path: Path, max_pixels: int) -> _FileFacts:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return _FileFacts("", 0, None, f"unreadable file: {exc.strerror or exc}")
-    sha = hashlib.sha256(data).hexdigest()
-    try:
-        return _FileFacts(sha, len(data), inspect_image_bytes(data, max_pixels), None)
-    except BadImage as exc:
-        return _FileFacts(sha, len(data), None, str(exc))
 
 
 def _naive_utc(moment: datetime) -> datetime:
@@ -155,8 +138,11 @@ def _inspection(session: Session, plate: Plate, record: ImageRecord) -> Inspecti
 
 
 def _drop(session: Session, plate: Plate, well: str, number: int) -> Drop:
+    """Get or create the drop, locked (PostgreSQL) so its versions are counted by one writer."""
     drop = session.scalar(
-        select(Drop).where(Drop.plate_id == plate.id, Drop.well == well, Drop.drop_number == number)
+        select(Drop)
+        .where(Drop.plate_id == plate.id, Drop.well == well, Drop.drop_number == number)
+        .with_for_update()
     )
     if drop is None:
         row, column = split_well(well)
@@ -168,15 +154,27 @@ def _drop(session: Session, plate: Plate, well: str, number: int) -> Drop:
     return drop
 
 
-def _existing(session: Session, uri: str, sha: str) -> Image | None:
-    return session.scalar(select(Image).where(Image.uri == uri, Image.sha256 == sha))
+def _unplaced_failure(session: Session, uri: str, sha: str) -> Image | None:
+    """The failed row without a slot for this file: this content first, else any earlier."""
+    query = select(Image).where(Image.uri == uri, Image.drop_id.is_(None), Image.status == FAILED)
+    return session.scalar(query.order_by((Image.sha256 == sha).desc(), Image.id.desc()).limit(1))
 
 
-def _store_record(session: Session, record: ImageRecord, facts: _FileFacts) -> IngestResult:
-    uri = str(record.path)
-    found = _existing(session, uri, facts.sha256)
-    if found is not None:
-        return IngestResult("duplicate", found.id, record.path, found.error, found.version)
+def _fill(image: Image, facts: FileFacts, adapter: str) -> Outcome:
+    """Make `image` say what reading the file found now; its outcome."""
+    image.uri = str(facts.path)
+    image.sha256 = facts.sha256
+    image.size_bytes = facts.size
+    image.adapter = adapter
+    image.width = facts.info.width if facts.info else None
+    image.height = facts.info.height if facts.info else None
+    image.status = FAILED if facts.problem else "new"
+    image.error = facts.problem
+    return "failed" if facts.problem else "created"
+
+
+def _store_record(session: Session, record: ImageRecord, facts: FileFacts) -> IngestResult:
+    uri = str(facts.path)
     plate = _plate(session, record)
     canonical_well = well_name(*split_well(record.well))
     inspection = _inspection(session, plate, record)
@@ -186,81 +184,80 @@ def _store_record(session: Session, record: ImageRecord, facts: _FileFacts) -> I
         Image.drop_id == drop.id,
         Image.imaging_mode == record.imaging_mode,
     )
-    same_content = session.scalar(select(Image).where(*slot, Image.sha256 == facts.sha256))
-    if same_content is not None and facts.sha256:
-        if same_content.uri != uri and not Path(same_content.uri).exists():
-            same_content.uri = uri  # the file was moved or renamed: follow it
-        return IngestResult(
-            "duplicate", same_content.id, record.path, same_content.error, same_content.version
-        )
+    same = session.scalar(select(Image).where(*slot, Image.sha256 == facts.sha256).limit(1))
+    if same is not None and facts.sha256:
+        if same.uri != uri and not Path(same.uri).exists():
+            same.uri = uri  # the file was moved or renamed: follow it
+        if same.status != FAILED:
+            return IngestResult("duplicate", same.id, facts.path, same.error, same.version)
+        outcome = _fill(same, facts, record.adapter)  # a failure offered again: retried
+        return IngestResult(outcome, same.id, facts.path, facts.problem, same.version)
     version = (session.scalar(select(func.max(Image.version)).where(*slot)) or 0) + 1
-    image = Image(
-        inspection_id=inspection.id,
-        drop_id=drop.id,
-        uri=uri,
-        sha256=facts.sha256,
-        size_bytes=facts.size,
-        imaging_mode=record.imaging_mode,
-        version=version,
-        adapter=record.adapter,
-        width=facts.info.width if facts.info else None,
-        height=facts.info.height if facts.info else None,
-        status="failed" if facts.problem else "new",
-        error=facts.problem,
-    )
+    image = _unplaced_failure(session, uri, facts.sha256) or Image()
+    image.inspection_id, image.drop_id = inspection.id, drop.id
+    image.imaging_mode, image.version = record.imaging_mode, version
+    outcome = _fill(image, facts, record.adapter)
     session.add(image)
     session.flush()
-    outcome: Outcome = "failed" if facts.problem else "created"
-    return IngestResult(outcome, image.id, record.path, facts.problem, version)
+    return IngestResult(outcome, image.id, facts.path, facts.problem, version)
 
 
-def _store_failure(
-    session: Session, path: Path, facts: _FileFacts, reason: str, adapter: str
-) -> IngestResult:
-    found = _existing(session, str(path), facts.sha256)
-    if found is not None:
-        return IngestResult("duplicate", found.id, path, found.error, found.version)
-    image = Image(
-        uri=str(path),
-        sha256=facts.sha256,
-        size_bytes=facts.size,
-        adapter=adapter,
-        width=facts.info.width if facts.info else None,
-        height=facts.info.height if facts.info else None,
-        status="failed",
-        error=reason,
-    )
+def _store_failure(session: Session, facts: FileFacts, reason: str, adapter: str) -> IngestResult:
+    """Record why a file could not be placed; a stored image of the same file stays as it is."""
+    uri = str(facts.path)
+    if facts.sha256:
+        stored = session.scalar(
+            select(Image)
+            .where(Image.uri == uri, Image.sha256 == facts.sha256, Image.status != FAILED)
+            .limit(1)
+        )
+        if stored is not None:
+            return IngestResult("duplicate", stored.id, facts.path, None, stored.version)
+    image = _unplaced_failure(session, uri, facts.sha256) or Image(version=1)
+    _fill(image, replace(facts, problem=reason), adapter)
     session.add(image)
     session.flush()
-    return IngestResult("failed", image.id, path, reason)
+    return IngestResult("failed", image.id, facts.path, reason)
+
+
+def _store(db: Database, item: ImageRecord | Rejection, facts: FileFacts) -> IngestResult:
+    if isinstance(item, Rejection):
+        reason = facts.problem if facts.refused else item.reason
+        with db.session() as session:
+            return _store_failure(session, facts, reason, item.adapter)
+    if facts.refused:  # not read: no slot is given to what may not be an image at all
+        with db.session() as session:
+            return _store_failure(session, facts, facts.problem or "refused", item.adapter)
+    try:
+        with db.session() as session:
+            return _store_record(session, replace(item, path=facts.path), facts)
+    except (IngestConflict, GeometryError) as exc:
+        with db.session() as session:
+            return _store_failure(session, facts, f"conflicting metadata: {exc}", item.adapter)
+
+
+def _raced(exc: Exception) -> bool:
+    """Another writer got there first: a unique key, or SQLite's single writer slot."""
+    if isinstance(exc, IntegrityError):
+        return True
+    return "database is locked" in str(exc) or "deadlock detected" in str(exc)
 
 
 def ingest(
-    db: Database, item: ImageRecord | Rejection, max_pixels: int = DEFAULT_MAX_PIXELS
+    db: Database, item: ImageRecord | Rejection, policy: FilePolicy | None = None
 ) -> IngestResult:
     """Store one image (or its failure) exactly once; safe to call again and concurrently.
 
     Files are known by their absolute, resolved path, so relative and absolute
-    spellings of one file are the same image.
+    spellings of one file are the same image; a refused link is known by its own path.
     """
-    path = Path(item.path).resolve()
-    if isinstance(item, ImageRecord):
-        item = replace(item, path=path)
-    facts = _read(path, max_pixels)
+    facts = read_image_file(Path(item.path), policy or FilePolicy())
     for attempt in range(_RETRIES):
         try:
-            if isinstance(item, Rejection):
-                with db.session() as session:
-                    return _store_failure(session, path, facts, item.reason, item.adapter)
-            try:
-                with db.session() as session:
-                    return _store_record(session, item, facts)
-            except (IngestConflict, GeometryError) as exc:
-                reason = f"conflicting metadata: {exc}"
-                with db.session() as session:
-                    return _store_failure(session, path, facts, reason, item.adapter)
-        except IntegrityError:
-            # Another writer stored the same rows first; looking again finds them.
-            if attempt == _RETRIES - 1:
+            return _store(db, item, facts)
+        except (IntegrityError, OperationalError) as exc:
+            # Another writer stored the same rows, or took the version, first: look again.
+            if attempt == _RETRIES - 1 or not _raced(exc):
                 raise
+            time.sleep(random.uniform(0, 0.02 * (attempt + 1)))
     raise AssertionError("unreachable")

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from marco_svc.config import Settings, load_settings
 from marco_svc.db import migrate
 from marco_svc.db.session import Database
+from marco_svc.file_store import apply_umask
 from marco_svc.work_queue import InProcessScoringQueue, ScoringQueue
 
 log = logging.getLogger(__name__)
@@ -24,8 +25,12 @@ class Runtime:
 
 
 def open_runtime(settings: Settings | None = None, upgrade: bool | None = None) -> Runtime:
-    """Connect to the configured database and bring (or check) its schema up to date."""
+    """Connect to the configured database and bring (or check) its schema up to date.
+
+    The process then writes files with the service's permission policy (`file_store`).
+    """
     settings = settings or load_settings()
+    apply_umask()
     db = Database(settings.resolved_database_url)
     try:
         if settings.auto_upgrade if upgrade is None else upgrade:

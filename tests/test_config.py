@@ -80,3 +80,10 @@ def test_api_tokens_are_not_printed() -> None:
     rows = {row["name"]: row for row in Settings(api_tokens=["s3cret"]).describe()}
     assert rows["api_tokens"]["value"] == ["***"]
     assert "s3cret" not in json.dumps(rows)
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = [line for line in readme.splitlines() if line.startswith("| ")]
+    for entry in Settings().describe():
+        assert any(entry["env"] in line for line in table), f"{entry['env']} not in README"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from datetime import datetime
 from pathlib import Path
 
@@ -33,25 +32,28 @@ def model_folders(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return folders
 
 
-def corrupt_png(path: Path) -> Path:
-    """A PNG whose header is fine (ingest accepts it) but whose pixel data is broken."""
-    buffer = io.BytesIO()
-    PILImage.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(buffer, format="PNG")
-    data = buffer.getvalue()
+def good_png(path: Path) -> Path:
+    PILImage.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(path, format="PNG")
+    return path
+
+
+def corrupt_png(path: Path) -> None:
+    """Keep the PNG's header (and so its stored size) but break its pixel data."""
+    data = path.read_bytes()
     start = data.index(b"IDAT") + 24
     path.write_bytes(data[:start] + b"\0" * 16 + data[start + 16 :])
-    return path
 
 
 def ingest_plate(runtime: Runtime, tmp_path: Path) -> list[int]:
     files = [write_jpeg(tmp_path / f"{i}.jpg", seed=i, width=320, height=256) for i in range(5)]
-    files.append(corrupt_png(tmp_path / "broken.png"))
+    files.append(good_png(tmp_path / "broken.png"))
     ids = []
     for i, path in enumerate(files):
         record = ImageRecord(path, "HWI-7", f"B{i + 1}", 1, datetime(2024, 2, 3), "RI-9")
         result = ingest(runtime.db, record)
         assert result.outcome == "created", result.reason
         ids.append(result.image_id)
+    corrupt_png(files[-1])  # damaged after ingest (ingest itself refuses corrupt data)
     return ids
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from imager_adapters.record import ImageRecord, Rejection
 from marco_svc.db.models import Drop, Image, Inspection, Plate
+from marco_svc.file_access import FilePolicy
 from marco_svc.ingest import ingest
 from marco_svc.runtime import Runtime
 from tests.helpers import jpeg_bytes, write_jpeg
@@ -146,12 +147,15 @@ def test_bad_files_are_recorded_failures(
     with runtime.db.session() as session:
         image = session.get(Image, result.image_id)
         assert (image.status, image.drop.well) == ("failed", "A1")
-    assert ingest(runtime.db, record(path)).outcome == "duplicate"
+    again = ingest(runtime.db, record(path))  # offered again: retried, fails again
+    assert (again.outcome, again.image_id) == ("failed", result.image_id)
+    assert again.reason == result.reason
+    assert count(runtime, Image) == 1
 
 
 def test_oversized_image_is_refused(runtime: Runtime, tmp_path: Path) -> None:
     path = write_jpeg(tmp_path / "big.jpg", width=400, height=300)
-    result = ingest(runtime.db, record(path), max_pixels=100_000)
+    result = ingest(runtime.db, record(path), FilePolicy(max_pixels=100_000))
     assert result.outcome == "failed" and "exceeds the limit" in result.reason
 
 

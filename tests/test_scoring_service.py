@@ -95,7 +95,12 @@ def test_worker_makes_heatmaps_for_hits_when_idle(
 
 @pytest.fixture
 def scored(runtime: Runtime, tmp_path: Path, tiny_models: list[Path]) -> list[int]:
-    runtime.settings = replace(runtime.settings, crystal_rule="top_k:10", smoothgrad_samples=3)
+    runtime.settings = replace(
+        runtime.settings,
+        crystal_rule="top_k:10",
+        smoothgrad_samples=3,
+        image_roots=[str(tmp_path)],  # served: the images live there
+    )
     register_active(runtime, tiny_models[0])
     from marco_svc.scoring.engine import ScoringEngine
 

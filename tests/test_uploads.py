@@ -122,7 +122,8 @@ def test_a_retried_upload_is_a_no_op(app: tuple[Runtime, FlaskClient]) -> None:
 
     without_key = post(client, form(metadata(), THREE))
     assert without_key.status_code == 200
-    assert without_key.get_json()["counts"] == {"created": 0, "duplicate": 3, "failed": 0}
+    # the truncated file is retried (and fails again); the good ones are duplicates
+    assert without_key.get_json()["counts"] == {"created": 0, "duplicate": 2, "failed": 1}
     assert count(runtime, Image) == 3
 
 

@@ -19,6 +19,7 @@ from imager_adapters.formulatrix import FLAT_EXPORT
 from imager_adapters.record import ImageRecord, Rejection
 from marco_svc.config import Settings
 from marco_svc.db.models import Drop, Image, Inspection
+from marco_svc.file_access import FilePolicy
 from marco_svc.runtime import Runtime, open_runtime
 from marco_svc.watch import Watcher, WatchError, WatchOptions, watcher_for
 from tests.conftest import PG_SERVER, REAL_PLATE_IMAGES, needs_real_plate
@@ -174,7 +175,7 @@ def test_bad_files_never_stop_the_flow(settings: Settings, tmp_path: Path) -> No
     root = tmp_path / "in"
     folder = root / "B1_2024-05-01_RI-1-1drop"
     folder.mkdir(parents=True)
-    options = WatchOptions(settle=0.3, rescan_interval=0, max_pixels=100_000)
+    options = WatchOptions(settle=0.3, rescan_interval=0, policy=FilePolicy(max_pixels=100_000))
     watcher = Watcher(runtime.db, [root], [Picky(), FLAT_EXPORT], options)
     try:
         watcher.start()

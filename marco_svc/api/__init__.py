@@ -26,4 +26,10 @@ def create_app(runtime: Runtime | None = None, test_config: dict[str, Any] | Non
     app.register_blueprint(v1.blueprint, url_prefix="/api/v1")
     app.register_blueprint(uploads.blueprint, url_prefix="/api/v1")
     app.register_blueprint(scores.blueprint, url_prefix="/api/v1")
+
+    @app.after_request
+    def _no_sniffing(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
     return app

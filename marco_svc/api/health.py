@@ -1,4 +1,5 @@
-"""GET /healthz: the service answers, its database is reachable, its watcher (if any) runs."""
+"""GET /healthz: the service answers, its database is reachable, its watcher (if any) runs
+and its work loop keeps coming round (a heartbeat)."""
 
 from __future__ import annotations
 
@@ -32,11 +33,16 @@ def healthz():
         body["scorer"] = scorer.status()
     watcher = current_app.extensions.get("marco_watcher")
     if watcher is not None:
+        stuck = watcher.stuck_for()
         body["watcher"] = {
             "alive": watcher.alive(),
+            "stuck_seconds": round(stuck, 1),
             "roots": watcher.roots,
             "counts": dict(watcher.stats),
         }
+        if stuck:
+            detail = f"the watcher's work loop is stuck: no turn for {stuck:.0f} s"
+            return problem_response(503, "Watcher stuck", detail, watcher=body["watcher"])
         if not watcher.alive():
             return problem_response(
                 503, "Watcher stopped", "file events are not processed", watcher=body["watcher"]

@@ -3,15 +3,15 @@ feed of hits (`GET /api/v1/hits?since=<cursor>`)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from flask import Blueprint, request, send_file
 from sqlalchemy import select
 
 from marco_svc import queries
 from marco_svc.api.context import db_session, runtime
 from marco_svc.api.problems import Problem
-from marco_svc.db.models import Image, ModelVersion
+from marco_svc.db.models import FAILED, Image, ModelVersion
+from marco_svc.file_access import NotServable, open_servable
+from marco_svc.ingest_files import served_roots
 from marco_svc.scoring.heatmaps import HeatmapError, compute
 
 blueprint = Blueprint("scores", __name__)
@@ -38,13 +38,20 @@ def image(image_id: int):
 
 @blueprint.get("/images/<int:image_id>/file")
 def image_file(image_id: int):
+    """The image as stored, if it passed the image check and lies in a served folder."""
     with db_session() as session:
-        uri = session.scalar(select(Image.uri).where(Image.id == image_id))
-    if uri is None:
+        found = session.execute(
+            select(Image.uri, Image.status).where(Image.id == image_id)
+        ).one_or_none()
+    if found is None:
         raise Problem(404, "Image not found", f"no image {image_id}")
-    if not Path(uri).is_file():
-        raise Problem(410, "Image file gone", f"{uri} is no longer there")
-    return send_file(uri, max_age=3600)
+    if found.status == FAILED:
+        raise Problem(404, "No image file", f"image {image_id} failed its checks; no file served")
+    try:
+        stream, mimetype = open_servable(found.uri, served_roots(runtime().settings))
+    except NotServable as exc:
+        raise Problem(exc.status, "Image file not served", str(exc)) from None
+    return send_file(stream, mimetype=mimetype, max_age=3600, conditional=False)
 
 
 def _model_version(ref: str | None) -> ModelVersion:

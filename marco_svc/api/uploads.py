@@ -4,7 +4,8 @@ multipart/form-data: a part `metadata` (JSON, as a field or a file; the manifest
 `imager_adapters.manifest`) and one file part per image, each named by an entry's
 `file` (the part's field name, or else its filename). Each file is stored under
 `<data_dir>/uploads/<sha256[:2]>/<sha256><suffix>` (content-addressed, written
-atomically) and goes through `marco_svc.ingest.ingest` as watched files do; created
+atomically, shared by identical bytes sent for several drops: each drop slot is still
+its own image) and goes through `marco_svc.ingest.ingest` as watched files do; created
 images are queued for scoring.
 
 Answers: 201 (something new) or 200 (all already stored) with one result per image
@@ -21,9 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,9 @@ from marco_svc.api.auth import write_access
 from marco_svc.api.context import db_session, runtime
 from marco_svc.api.problems import Problem
 from marco_svc.db.models import Upload
+from marco_svc.file_store import atomic_write
 from marco_svc.ingest import ingest
+from marco_svc.ingest_files import file_policy
 
 blueprint = Blueprint("uploads", __name__)
 KIND = "inspection"
@@ -158,26 +160,20 @@ def _digest(storage: FileStorage) -> str:
     return sha.hexdigest()
 
 
+def _chunks(storage: FileStorage) -> Iterator[bytes]:
+    storage.stream.seek(0)
+    while chunk := storage.stream.read(CHUNK):
+        yield chunk
+
+
 def _save(storage: FileStorage, digest: str, folder: Path) -> Path:
-    """Store the part at its content address, atomically (a reader never sees half a file)."""
+    """Store the part at its content address, atomically (a reader never sees half a file).
+    Identical bytes share the file; the images (one per drop slot) are separate rows."""
     suffix = Path(storage.filename or "").suffix.lower()
     target = folder / digest[:2] / f"{digest}{suffix if suffix in IMAGE_SUFFIXES else ''}"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            storage.stream.seek(0)
-            while chunk := storage.stream.read(CHUNK):
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(target, _chunks(storage))
 
 
 def _request_sha(metadata: Any, pairs: list[tuple[ManifestEntry, Part]], digests: list[str]) -> str:
@@ -233,10 +229,11 @@ def upload_inspection():
 
     rt = runtime()
     folder = rt.settings.resolved_data_dir / "uploads"
+    policy = file_policy(rt.settings)
     results = []
     for (entry, (_, storage)), digest in zip(pairs, digests, strict=True):
         path = _save(storage, digest, folder)
-        result = ingest(rt.db, entry.record(path, "upload"), rt.settings.max_image_pixels)
+        result = ingest(rt.db, entry.record(path, "upload"), policy)
         results.append(
             {
                 "file": entry.file,

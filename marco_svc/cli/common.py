@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
 from marco_svc.config import Settings, load_settings
+from marco_svc.ingest import IngestResult
 from marco_svc.runtime import Runtime, open_runtime
 
 
@@ -52,6 +54,9 @@ class CliState:
 
 pass_state = click.make_pass_decorator(CliState)
 
+# Exit status of `ingest` and `images retry` when some files failed (the rest were stored).
+SOME_FAILED = 3
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
@@ -68,6 +73,17 @@ def existing_paths(paths: tuple[str, ...]) -> list[Path]:
             raise click.ClickException(f"no such file or folder: {text}")
         found.append(path)
     return found
+
+
+def summary(counts: Counter[str]) -> str:
+    """One line of ingest outcomes."""
+    return (
+        f"{counts['created']} new, {counts['duplicate']} already stored, {counts['failed']} failed"
+    )
+
+
+def report_failure(path: Path, result: IngestResult) -> None:
+    click.echo(f"failed: {path}: {result.reason}", err=True)
 
 
 def progress_enabled() -> bool:

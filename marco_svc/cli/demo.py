@@ -8,9 +8,10 @@ import click
 
 from imager_adapters.record import Rejection
 from imager_adapters.registry import parse_path
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state
-from marco_svc.cli.ingest import ingest_paths, summary
+from marco_svc.adapters import adapters_for
+from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, summary
 from marco_svc.cli.synth import describe_plate, plate_options, write_synthetic_plate
+from marco_svc.ingest_files import ingest_paths
 
 
 def score_demo_plate(state: CliState) -> str:
@@ -58,7 +59,7 @@ def command(
         )
 
     runtime = state.runtime()
-    counts, _ = ingest_paths(runtime, [written.image_root])
+    counts, _ = ingest_paths(runtime, [written.image_root], adapters_for(runtime.settings))
     scored = score_demo_plate(state)
 
     barcode = written.spec.barcode

@@ -5,13 +5,23 @@ from __future__ import annotations
 import click
 
 from marco_svc import queries
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state
+from marco_svc.adapters import adapters_for
+from marco_svc.cli.common import (
+    SOME_FAILED,
+    CliState,
+    echo_json,
+    json_option,
+    pass_state,
+    report_failure,
+    summary,
+)
 from marco_svc.db.models import IMAGE_STATUSES
+from marco_svc.ingest_files import retry_failed
 
 
 @click.group("images")
 def command() -> None:
-    """List stored images."""
+    """List stored images; offer failed ones again."""
 
 
 @command.command("list")
@@ -30,3 +40,20 @@ def list_images(state: CliState, status: str | None, limit: int | None, as_json:
         where = f"{row['barcode']} {row['well']} d{row['drop']}" if row["well"] else "-"
         tail = f"  {row['error']}" if row["error"] else ""
         click.echo(f"{row['id']:>6} {row['status']:<7} {where:<20} {row['path']}{tail}")
+
+
+@command.command("retry")
+@click.option("--reason", default=None, help="Only failures whose reason contains this text.")
+@click.option("--adapter", "adapter_name", help="Use only this imager adapter.")
+@pass_state
+def retry(state: CliState, reason: str | None, adapter_name: str | None) -> None:
+    """Offer failed files again (e.g. after fixing a naming scheme or metadata).
+
+    Each is read and parsed anew: it becomes an image, or its reason is updated.
+    Exit status 3 when some still fail.
+    """
+    chosen = adapters_for(state.settings, adapter_name)
+    counts, _ = retry_failed(state.runtime(), chosen, reason, report_failure)
+    click.echo(summary(counts))
+    if counts["failed"]:
+        raise click.exceptions.Exit(SOME_FAILED)

@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from marco_svc import model_store
 from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
-from marco_svc.cli.ingest import image_files
 from marco_svc.db.models import ModelVersion
+from marco_svc.ingest_files import image_files
 from marco_svc.nets import quiet_tensorflow
 
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from marco_svc import model_store
 from marco_svc.cli.common import CliState, existing_paths, pass_state
-from marco_svc.cli.ingest import image_files
 from marco_svc.image_check import inspect_image_bytes
+from marco_svc.ingest_files import image_files
 from marco_svc.nets import quiet_tensorflow
 from marco_svc.nets.runner import (
     FORMAT_PREFERENCE,

@@ -1,7 +1,7 @@
 """The data model: plates, inspections, drops, images, model versions, scores and corrections.
 
 Unique keys make ingest and scoring idempotent: one Drop per (plate, well, drop),
-one Image per (file path, content), one Score per (image, model version).
+one Image per (drop slot, version), one Score per (image, model version).
 Timestamps are naive UTC.
 """
 
@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -34,6 +35,7 @@ NAMING = {
 }
 
 IMAGE_STATUSES = ("new", "scored", "failed")
+FAILED = "failed"
 
 
 def utcnow() -> datetime:
@@ -102,15 +104,27 @@ class Drop(Base):
 class Image(Base):
     """One image file of one drop at one inspection, or a failed file with its reason.
 
-    A failed file whose name no adapter understood has no inspection or drop.
-    `version` counts different contents seen for the same (inspection, drop, mode).
-    `sha256` is '' only for a file that could not be read at all.
+    An image is known by its slot (inspection, drop, mode) and content: the same bytes in
+    two slots are two images (an upload's file on disk may be shared). `version` counts
+    different contents seen for one slot, 1..N, unique. A failed file that has no slot
+    (no adapter understood its name, its metadata conflicted, or it was refused before
+    reading) is known by (uri, sha256). `sha256` is '' for a file that was not read.
     """
 
     __tablename__ = "images"
     __table_args__ = (
-        UniqueConstraint("uri", "sha256"),
-        Index("ix_images_slot", "inspection_id", "drop_id", "imaging_mode", "version"),
+        UniqueConstraint(
+            "inspection_id", "drop_id", "imaging_mode", "version", name="uq_images_slot_version"
+        ),
+        Index("ix_images_uri", "uri"),
+        Index(
+            "uq_images_unplaced_uri_sha256",
+            "uri",
+            "sha256",
+            unique=True,
+            sqlite_where=text("drop_id IS NULL"),
+            postgresql_where=text("drop_id IS NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

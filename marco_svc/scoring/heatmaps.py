@@ -19,6 +19,7 @@ from sqlalchemy import exists, select
 
 from marco_svc import model_store
 from marco_svc.db.models import Heatmap, Image, ModelVersion, Score
+from marco_svc.file_store import atomic_write
 from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4, scheme_of_label
 from marco_svc.model_store import StoredModel
 from marco_svc.nets.preprocessing import from_spec
@@ -136,10 +137,7 @@ def compute(
         / str(image_id)
         / f"{version.id}-{label.replace(' ', '_').replace('&', 'and')}-{key}.png"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part")
-    partial.write_bytes(png_bytes(overlay(heatmap, _grey(x))))
-    partial.replace(path)
+    atomic_write(path, png_bytes(overlay(heatmap, _grey(x))), sync=False)
     with runtime.db.session() as session:
         row = session.scalar(
             select(Heatmap).where(

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
+import io
 import stat
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from marco_svc.db.models import Drop, HumanScore, Image, Inspection, Plate
 from marco_svc.db.session import Database
+from marco_svc.file_store import atomic_write
 from marco_svc.labels import MARCO4, MERCK10, SCHEMES, TEN_TO_FOUR, labels_of
 from marco_svc.train.datasets import label_candidates
 
@@ -206,19 +206,11 @@ def _file_problem(path: Path, sha256: str, size: int | None) -> str | None:
 
 def _write_atomically(out_csv: Path, rows: list[dict[str, str]]) -> None:
     """Write the CSV next to its target, then rename: readers never see half a file."""
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=out_csv.parent, prefix=f".{out_csv.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, out_csv)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(out_csv, text.getvalue().encode("utf-8"))
 
 
 def _filters(barcodes: Sequence[str], since: datetime | None) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from marco_svc.adapters import adapters_for
+from marco_svc.ingest_files import file_policy
 from marco_svc.runtime import Runtime
 from marco_svc.watch.watcher import Watcher, WatchError, WatchOptions
 
@@ -31,8 +32,9 @@ def watcher_for(
         rescan_interval=settings.watch_rescan_seconds,
         queue_size=settings.watch_queue_size,
         polling=settings.watch_polling if polling is None else polling,
-        max_pixels=settings.max_image_pixels,
+        policy=file_policy(settings),
         ignore=(str(settings.resolved_data_dir / "uploads"),),
+        stall_seconds=settings.watch_stall_seconds,
     )
     return Watcher(
         runtime.db,

@@ -19,13 +19,14 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imager_adapters.record import ImageRecord, Rejection
 from imager_adapters.registry import Adapter, is_image_file, parse_path
 from marco_svc.db.session import Database
-from marco_svc.ingest import DEFAULT_MAX_PIXELS, ingest
+from marco_svc.file_access import FilePolicy
+from marco_svc.ingest import ingest
 from marco_svc.watch.events import EventInbox, Handler, start_observer
 from marco_svc.watch.scan import is_hidden_below, is_ignored, mark_stored, walk_images
 from marco_svc.watch.stability import Pending, Verdict
@@ -50,8 +51,9 @@ class WatchOptions:
     queue_size: int = 10_000
     polling: bool = False
     poll_seconds: float = 1.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    policy: FilePolicy = field(default_factory=FilePolicy)  # watched roots always allowed
     ignore: tuple[str, ...] = ()
+    stall_seconds: float = 120.0
 
 
 class Watcher:
@@ -74,6 +76,8 @@ class Watcher:
         self.db, self.adapters, self.scoring_queue = db, adapters, scoring_queue
         self.options = options or WatchOptions()
         self.ignore = tuple(str(Path(p).resolve()) for p in self.options.ignore)
+        policy = self.options.policy
+        self.policy = policy.with_roots([*policy.roots, *self.roots])
         self.stats: Counter[str] = Counter()
         self._pending = Pending(
             self.options.settle, self.options.max_wait, trust_mtime=not self.options.polling
@@ -90,12 +94,14 @@ class Watcher:
         self._scan_retry_at = 0.0
         self._observer = None
         self._thread: threading.Thread | None = None
+        self._beat = time.monotonic()
 
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
         """Listen first, then backfill: nothing slips between the scan and the events."""
         self._rescan.set()
+        self._beat = time.monotonic()
         self._observer = start_observer(
             self.roots, Handler(self._inbox), self.options.polling, self.options.poll_seconds
         )
@@ -122,13 +128,19 @@ class Watcher:
         self.stop()
 
     def alive(self) -> bool:
-        """The work loop runs and file events arrive."""
+        """The work loop runs, came round within `stall_seconds`, and file events arrive."""
         return bool(
             self._thread is not None
             and self._thread.is_alive()
+            and not self.stuck_for()
             and self._observer is not None
             and self._observer.is_alive()
         )
+
+    def stuck_for(self) -> float:
+        """Seconds since the work loop last came round, when over `stall_seconds`; else 0."""
+        silent = time.monotonic() - self._beat
+        return silent if silent > self.options.stall_seconds else 0.0
 
     def idle(self) -> bool:
         """Nothing pending, queued, scanning or in flight."""
@@ -165,7 +177,7 @@ class Watcher:
                 self._stopping.wait(1.0)
 
     def _turn(self) -> None:
-        now = time.monotonic()
+        now = self._beat = time.monotonic()
         self._watch_observer(now)
         interval = self.options.rescan_interval
         if interval > 0 and not self._jobs and now - self._last_scan >= interval:
@@ -195,6 +207,7 @@ class Watcher:
             if self._stopping.is_set():
                 return
             self._look_at(path)
+            self._beat = time.monotonic()
         self._sleep(busy=taken >= _BUDGET)
 
     def _sleep(self, busy: bool) -> None:
@@ -318,7 +331,7 @@ class Watcher:
 
     def _store(self, path: str, item: ImageRecord | Rejection) -> None:
         try:
-            result = ingest(self.db, item, self.options.max_pixels)
+            result = ingest(self.db, item, self.policy)
         except Exception as exc:  # the database, not the file: keep it and retry
             self.stats["errors"] += 1
             log.error("cannot store %s, will retry: %s", path, str(exc).splitlines()[0])
