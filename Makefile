@@ -2,33 +2,44 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Where `make run` keeps its SQLite database, models and caches.
-DEMO_DATA ?= $(CURDIR)/var/demo
 SHARED_PLATE := $(CURDIR)/../shared/data/formulatrix_90j8
-HOST ?= 127.0.0.1
-PORT ?= 8080
+HOST ?= $(or $(MARCO_HOST),127.0.0.1)
+PORT ?= $(or $(MARCO_PORT),8080)
+# `make run` keeps its data where every `marco-svc` command looks (MARCO_DATA_DIR, else the
+# per-user data folder), so `marco-svc plates list` afterwards sees the demo plate.
+DATA_DIR = $(shell $(BIN)/python -c \
+  "from marco_svc.config import load_settings; print(load_settings().resolved_data_dir)")
 
-.PHONY: install run test lint bench clean default-model
+.PHONY: install install-server run test lint bench clean default-model
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[all]"
+	touch $@ $(BIN)/.installed-server
+
+# The service alone (no test tools), for `make run`.
+$(BIN)/.installed-server: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[server]"
 	touch $@
 
 install: $(BIN)/.installed
+install-server: $(BIN)/.installed-server
 
-run: install
-	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc db upgrade
-	MARCO_DATA_DIR=$(DEMO_DATA) $(BIN)/marco-svc demo --drops 1
+run: install-server
+	$(BIN)/marco-svc db upgrade
+	@# the demo plate is rendered once; later runs keep it
+	@[ -d "$(DATA_DIR)/demo" ] || $(BIN)/marco-svc demo --drops 1
 	@# exit 3: some files failed (recorded with their reason); the others are stored
 	@if [ -d "$(SHARED_PLATE)" ]; then \
-	  MARCO_DATA_DIR=$(DEMO_DATA) MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" \
+	  MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" \
 	  $(BIN)/marco-svc ingest "$(SHARED_PLATE)" || [ $$? -eq 3 ]; fi
-	@mkdir -p $(DEMO_DATA)/inbox
-	@echo "Open http://$(HOST):$(PORT)/ ; drop imager folders into $(DEMO_DATA)/inbox"
-	MARCO_DATA_DIR=$(DEMO_DATA) MARCO_WATCH_ROOTS=$(DEMO_DATA)/inbox \
-	  MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
+	@mkdir -p "$(DATA_DIR)/inbox"
+	@echo "data in $(DATA_DIR); drop imager folders into $(DATA_DIR)/inbox"
+	MARCO_WATCH_ROOTS="$(DATA_DIR)/inbox" MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" \
+	  $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

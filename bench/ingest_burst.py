@@ -146,8 +146,9 @@ def child(config: dict) -> dict:
     else:
         place(shutil.copyfile)
         rss_before, start = vm_rss_mb(), time.perf_counter()
+        policy = file_policy(settings, [root])  # as `marco-svc ingest ROOT` reads it
         for name in names(files):
-            result = ingest(runtime.db, parse_path(root / name), file_policy(settings))
+            result = ingest(runtime.db, parse_path(root / name), policy)
             stats[result.outcome] = stats.get(result.outcome, 0) + 1
         elapsed = time.perf_counter() - start
     runtime.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -166,12 +167,17 @@ class Settings:
         return f"sqlite:///{self.resolved_data_dir / 'marco.sqlite3'}"
 
     def describe(self) -> list[dict[str, Any]]:
-        """The settings table: name, environment variable, value and help."""
+        """The settings table: name, environment variable, value (as resolved: the data folder
+        and database URL in use, not empty defaults) and help."""
+        url = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", self.resolved_database_url)
+        resolved = {"data_dir": self.resolved_data_dir, "database_url": url}
         return [
             {
                 "name": f.name,
                 "env": ENV_PREFIX + f.name.upper(),
-                "value": _jsonable(getattr(self, f.name), f.metadata.get("secret", False)),
+                "value": _jsonable(
+                    resolved.get(f.name, getattr(self, f.name)), f.metadata.get("secret", False)
+                ),
                 "help": f.metadata["help"],
             }
             for f in dataclasses.fields(self)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from imager_adapters.record import ImageRecord, Rejection
 from imager_adapters.wells import LAYOUTS, GeometryError, smallest_layout, split_well, well_name
-from marco_svc.db.models import FAILED, Drop, Image, Inspection, Plate
+from marco_svc.db.models import Drop, Image, ImageStatus, Inspection, Plate
 from marco_svc.db.session import Database
 from marco_svc.file_access import FileFacts, FilePolicy, read_image_file
 
@@ -156,7 +156,9 @@ def _drop(session: Session, plate: Plate, well: str, number: int) -> Drop:
 
 def _unplaced_failure(session: Session, uri: str, sha: str) -> Image | None:
     """The failed row without a slot for this file: this content first, else any earlier."""
-    query = select(Image).where(Image.uri == uri, Image.drop_id.is_(None), Image.status == FAILED)
+    query = select(Image).where(
+        Image.uri == uri, Image.drop_id.is_(None), Image.status == ImageStatus.FAILED
+    )
     return session.scalar(query.order_by((Image.sha256 == sha).desc(), Image.id.desc()).limit(1))
 
 
@@ -168,7 +170,7 @@ def _fill(image: Image, facts: FileFacts, adapter: str) -> Outcome:
     image.adapter = adapter
     image.width = facts.info.width if facts.info else None
     image.height = facts.info.height if facts.info else None
-    image.status = FAILED if facts.problem else "new"
+    image.status = ImageStatus.FAILED if facts.problem else ImageStatus.NEW
     image.error = facts.problem
     return "failed" if facts.problem else "created"
 
@@ -188,7 +190,7 @@ def _store_record(session: Session, record: ImageRecord, facts: FileFacts) -> In
     if same is not None and facts.sha256:
         if same.uri != uri and not Path(same.uri).exists():
             same.uri = uri  # the file was moved or renamed: follow it
-        if same.status != FAILED:
+        if same.status != ImageStatus.FAILED:
             return IngestResult("duplicate", same.id, facts.path, same.error, same.version)
         outcome = _fill(same, facts, record.adapter)  # a failure offered again: retried
         return IngestResult(outcome, same.id, facts.path, facts.problem, same.version)
@@ -208,7 +210,9 @@ def _store_failure(session: Session, facts: FileFacts, reason: str, adapter: str
     if facts.sha256:
         stored = session.scalar(
             select(Image)
-            .where(Image.uri == uri, Image.sha256 == facts.sha256, Image.status != FAILED)
+            .where(
+                Image.uri == uri, Image.sha256 == facts.sha256, Image.status != ImageStatus.FAILED
+            )
             .limit(1)
         )
         if stored is not None:

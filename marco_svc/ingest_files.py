@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from imager_adapters.registry import Adapter, is_image_file, parse_path
 from marco_svc.config import Settings
-from marco_svc.db.models import FAILED, Image
+from marco_svc.db.models import Image, ImageStatus
 from marco_svc.file_access import FilePolicy, is_within
 from marco_svc.ingest import IngestResult, ingest
 from marco_svc.runtime import Runtime
@@ -105,7 +105,7 @@ def retry_failed(
 ) -> tuple[Counter[str], list[IngestResult]]:
     """Offer every failed file (whose reason contains `reason`) again; counts and results.
     A file may resolve into its own folder or the served ones."""
-    query = select(Image.uri).where(Image.status == FAILED).order_by(Image.id)
+    query = select(Image.uri).where(Image.status == ImageStatus.FAILED).order_by(Image.id)
     if reason:
         query = query.where(Image.error.contains(reason, autoescape=True))
     with runtime.db.session() as session:

@@ -2,16 +2,21 @@
 
 A registered model lives in `<data_dir>/models/<name>/<version>/` as `card.json` plus its
 artifacts. Models shipped with the code live in the repository's top-level `models/` folder
-in the same layout (`models/DEFAULT` may name the default, `NAME[:VERSION]`). A model is
+in the same layout (`models/DEFAULT` may name the default, `NAME[:VERSION]`); a wheel carries
+that folder as package data, `marco_svc/_shipped/` (see `SHIPPED_DIR`). A model is
 referred to as `NAME`, `NAME:VERSION` (a bare NAME means its newest version), or by the
 path of a model folder.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import importlib.resources
 import logging
 import re
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +26,59 @@ from marco_svc.config import Settings
 from marco_svc.nets.card import CARD_FILE, CardError, ModelCard
 
 if TYPE_CHECKING:  # SQLAlchemy is imported only where a database is used (not on the edge)
+    from importlib.resources.abc import Traversable
+
     from marco_svc.db.session import Database
 
 log = logging.getLogger(__name__)
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "models"
+SHIPPED_RESOURCE = "_shipped"  # the repository's models/ in an installed wheel (pyproject.toml)
 DEFAULT_FILE = "DEFAULT"
 PRIMARY_FORMATS = ("keras", "tflite-fp32", "tflite-fp16", "tflite-int8", "savedmodel")
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+_EXTRACTED = contextlib.ExitStack()  # shipped models extracted from a zip, removed at exit
+atexit.register(_EXTRACTED.close)
+
+
+def _on_disk(folder: Traversable) -> Path:
+    """A real folder with the resource folder's files: itself, or (from a zip) a copy."""
+    if isinstance(folder, Path):
+        return folder
+    if sys.version_info >= (3, 12):  # as_file extracts whole folders since 3.12
+        return _EXTRACTED.enter_context(importlib.resources.as_file(folder))
+    copy = Path(_EXTRACTED.enter_context(tempfile.TemporaryDirectory(prefix="marco-shipped-")))
+    stack = [(folder, copy)]
+    while stack:
+        source, target = stack.pop()
+        for item in source.iterdir():
+            if item.is_dir():
+                (target / item.name).mkdir()
+                stack.append((item, target / item.name))
+            else:
+                (target / item.name).write_bytes(item.read_bytes())
+    return copy
+
+
+def _shipped_dir() -> Path:
+    """The folder of the shipped models (and the training presets, `presets/*.toml`).
+
+    An installed wheel has the repository's `models/` as package data in
+    `marco_svc/_shipped/`, found with importlib.resources. From a checkout (an editable install
+    or PYTHONPATH) it is `models/` itself: setuptools' editable finder does not expose a folder
+    mapped into the package that has no `__init__.py`.
+    """
+    resource = importlib.resources.files("marco_svc") / SHIPPED_RESOURCE
+    if resource.is_dir():
+        return _on_disk(resource)
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "models").is_dir():
+        return checkout / "models"
+    return Path(__file__).resolve().parent / SHIPPED_RESOURCE  # none shipped
+
+
+SHIPPED_DIR = _shipped_dir()
 
 
 class ModelStoreError(LookupError):
@@ -109,7 +159,7 @@ def find(settings: Settings, ref: str, shipped_dir: Path | None = None) -> Store
 
 
 def default_shipped(shipped_dir: Path | None = None) -> StoredModel | None:
-    """The shipped default: the one `models/DEFAULT` names, else the only shipped model."""
+    """The shipped default: the one `DEFAULT` names, else the only shipped model."""
     shipped_dir = shipped_dir or SHIPPED_DIR
     models = shipped(shipped_dir)
     marker = shipped_dir / DEFAULT_FILE

@@ -11,12 +11,13 @@ from imager_adapters.registry import parse_path
 from marco_svc.api import create_app
 from marco_svc.ingest import ingest
 from marco_svc.runtime import Runtime
+from marco_svc.service import Service
 from tests.helpers import write_jpeg
 
 
 @pytest.fixture
 def client(runtime: Runtime) -> FlaskClient:
-    return create_app(runtime).test_client()
+    return create_app(Service(runtime)).test_client()
 
 
 def test_healthz(client: FlaskClient, runtime: Runtime) -> None:

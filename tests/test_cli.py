@@ -133,4 +133,6 @@ def test_plates_show_in_words(cli_env: dict[str, str], tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "plate T1 (96x1), 2 images"
-    assert [line.split()[:3] for line in lines[1:]] == [["A1", "d1", "new"], ["A2", "d1", "new"]]
+    rows = [line.split() for line in lines[1:]]
+    assert [row[1:4] for row in rows] == [["A1", "d1", "new"], ["A2", "d1", "new"]]
+    assert all(row[0].isdigit() for row in rows), "each line starts with the image id"

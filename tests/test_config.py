@@ -55,6 +55,17 @@ def test_every_setting_is_described() -> None:
     assert {"data_dir", "database_url", "port"} <= {row["name"] for row in rows}
 
 
+def test_settings_show_what_is_in_use(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://marco:s3cret@db.example/marco"
+    rows = {r["name"]: r["value"] for r in load_settings(env={}, data_dir=tmp_path).describe()}
+    assert rows["data_dir"] == str(tmp_path)
+    assert rows["database_url"] == f"sqlite:///{tmp_path / 'marco.sqlite3'}"
+    pg = load_settings(env={}, data_dir=tmp_path, database_url=url).describe()
+    assert {r["name"]: r["value"] for r in pg}["database_url"] == (
+        "postgresql+psycopg://marco:***@db.example/marco"
+    )
+
+
 def test_list_settings_from_the_environment_and_toml(tmp_path: Path) -> None:
     env = {
         "MARCO_WATCH_ROOTS": f"/a{os.pathsep}/b",

@@ -31,6 +31,7 @@ from marco_svc.db.models import Drop, Image, Inspection, Plate
 from marco_svc.file_access import FilePolicy
 from marco_svc.ingest import ingest
 from marco_svc.runtime import Runtime, open_runtime
+from marco_svc.service import Service
 from marco_svc.watch import Watcher, WatchOptions
 from tests.conftest import ROOT
 from tests.helpers import jpeg_bytes, run_cli, wait_for, write_jpeg
@@ -59,7 +60,7 @@ def image(runtime: Runtime, image_id: int) -> Image:
 @pytest.fixture
 def app(settings: Settings) -> Iterator[tuple[Runtime, FlaskClient]]:
     runtime = open_runtime(dataclasses.replace(settings, api_tokens=[TOKEN]))
-    yield runtime, create_app(runtime).test_client()
+    yield runtime, create_app(Service(runtime)).test_client()
     runtime.close()
 
 
@@ -224,10 +225,9 @@ def test_a_stuck_watcher_loop_turns_healthz_to_503(
     write_jpeg(folder / "90j8_01A_1.jpg")
     options = WatchOptions(settle=0.1, stall_seconds=0.5)
     watcher = Watcher(runtime.db, [tmp_path / "watched"], [Stuck()], options)
-    app = create_app(runtime)
-    app.extensions["marco_watcher"] = watcher
-    client = app.test_client()
-    watcher.start()
+    service = Service(runtime, watcher)
+    client = create_app(service).test_client()
+    service.start()
     try:
         assert client.get("/healthz").status_code == 200
         answer = wait_for(
@@ -236,10 +236,10 @@ def test_a_stuck_watcher_loop_turns_healthz_to_503(
             what="healthz to see the stuck loop",
         )
         assert answer.get_json()["watcher"]["alive"] is False
-        assert "stuck" in answer.get_json()["detail"]
+        assert answer.get_json()["title"] == "Watcher stuck"
     finally:
         release.set()
-        watcher.stop(timeout=5)
+        service.stop()
 
 
 # 4. Size is checked before reading; memory stays flat ---------------------------------

@@ -87,6 +87,7 @@ def test_csv_through_litert_matches_keras(data_dir: Path, images: list[Path]) ->
     header = by_keras.stdout.splitlines()[0].split(",")
     assert header == [
         "path",
+        "model",
         "top",
         "hit",
         "p_crystal",
@@ -97,6 +98,7 @@ def test_csv_through_litert_matches_keras(data_dir: Path, images: list[Path]) ->
     ]
     for row_k, row_l in zip(*tables, strict=True):
         assert row_k["path"] == row_l["path"] and row_k["rule"] == "threshold:0.5"
+        assert row_k["model"] == row_l["model"] != ""
         assert row_k["hit"] in ("true", "false") and row_k["error"] == ""
         for label in (*MARCO4_LABELS, *MERCK10_LABELS):
             assert abs(float(row_k[label]) - float(row_l[label])) <= 2e-5

@@ -18,6 +18,7 @@ from marco_svc.db.models import Heatmap, Image, Score
 from marco_svc.ingest import ingest
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.worker import ScoringWorker
+from marco_svc.service import Service
 from tests.helpers import cli_json, run_cli, wait_for, write_jpeg
 from tests.nets_helpers import write_model_folder
 from tests.test_watch_cli import free_port, healthz, service, stop
@@ -110,7 +111,7 @@ def scored(runtime: Runtime, tmp_path: Path, tiny_models: list[Path]) -> list[in
 
 
 def test_scores_api(runtime: Runtime, scored: list[int]) -> None:
-    client: FlaskClient = create_app(runtime).test_client()
+    client: FlaskClient = create_app(Service(runtime)).test_client()
 
     def get(url: str):
         with client.get(url) as answer:  # closes streamed files

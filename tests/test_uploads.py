@@ -19,6 +19,7 @@ from marco_svc.api import create_app
 from marco_svc.config import Settings
 from marco_svc.db.models import Image, Inspection, Plate, Upload
 from marco_svc.runtime import Runtime, open_runtime
+from marco_svc.service import Service
 from tests.helpers import jpeg_bytes
 
 TOKEN = "robot-secret"
@@ -30,7 +31,7 @@ TRUNCATED = jpeg_bytes(seed=3)[:-300]
 
 def open_app(settings: Settings, **changes: Any) -> tuple[Runtime, FlaskClient]:
     runtime = open_runtime(dataclasses.replace(settings, **{"api_tokens": [TOKEN], **changes}))
-    return runtime, create_app(runtime).test_client()
+    return runtime, create_app(Service(runtime)).test_client()
 
 
 @pytest.fixture

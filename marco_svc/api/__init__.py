@@ -1,4 +1,5 @@
-"""The Flask application factory: settings, database, blueprints and JSON problem errors."""
+"""The Flask application factory: a service (settings, database, background parts),
+blueprints and JSON problem errors."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from typing import Any
 from flask import Flask
 
 from marco_svc.api import health, problems, scores, uploads, v1
-from marco_svc.runtime import Runtime, open_runtime
+from marco_svc.runtime import open_runtime
+from marco_svc.service import Service
 
 
-def create_app(runtime: Runtime | None = None, test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app over a runtime (opened from the settings when not given)."""
-    runtime = runtime or open_runtime()
+def create_app(service: Service | None = None, test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the app over a service (a bare one over the configured runtime when not given)."""
+    service = service or Service(open_runtime())
     app = Flask(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=None,
@@ -20,7 +22,7 @@ def create_app(runtime: Runtime | None = None, test_config: dict[str, Any] | Non
     )
     if test_config:
         app.config.update(test_config)
-    app.extensions["marco"] = runtime
+    app.extensions["marco"] = service
     problems.register(app)
     app.register_blueprint(health.blueprint)
     app.register_blueprint(v1.blueprint, url_prefix="/api/v1")

@@ -1,4 +1,4 @@
-"""Access to the runtime from inside a request."""
+"""Access to the service and its runtime from inside a request."""
 
 from __future__ import annotations
 
@@ -9,10 +9,15 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from marco_svc.runtime import Runtime
+from marco_svc.service import Service
+
+
+def service() -> Service:
+    return current_app.extensions["marco"]
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["marco"]
+    return service().runtime
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from marco_svc import queries
 from marco_svc.api.context import db_session, runtime
 from marco_svc.api.problems import Problem
-from marco_svc.db.models import FAILED, Image, ModelVersion
+from marco_svc.db.models import Image, ImageStatus, ModelVersion
 from marco_svc.file_access import NotServable, open_servable
 from marco_svc.ingest_files import served_roots
 from marco_svc.scoring.heatmaps import HeatmapError, compute
@@ -45,7 +45,7 @@ def image_file(image_id: int):
         ).one_or_none()
     if found is None:
         raise Problem(404, "Image not found", f"no image {image_id}")
-    if found.status == FAILED:
+    if found.status == ImageStatus.FAILED:
         raise Problem(404, "No image file", f"image {image_id} failed its checks; no file served")
     try:
         stream, mimetype = open_servable(found.uri, served_roots(runtime().settings))

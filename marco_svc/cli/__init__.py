@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
@@ -26,6 +27,7 @@ from marco_svc.cli import (
     watch,
 )
 from marco_svc.cli.common import CliState
+from marco_svc.errors import first_line
 
 
 class _OneLineErrors(click.Group):
@@ -36,13 +38,14 @@ class _OneLineErrors(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except BrokenPipeError:  # the reader went away (`| head`): click ends quietly
+            raise
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
         except Exception as exc:
             if os.environ.get("MARCO_DEBUG"):
                 raise
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise click.ClickException(message) from None
+            raise click.ClickException(first_line(exc)) from None
 
 
 @click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,4 +86,6 @@ for module in (
 
 
 def main() -> None:
+    if not {"-v", "--verbose"} & set(sys.argv[1:]):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines
     cli(prog_name="marco-svc")

@@ -9,8 +9,16 @@ import click
 from imager_adapters.record import Rejection
 from imager_adapters.registry import parse_path
 from marco_svc.adapters import adapters_for
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, summary
-from marco_svc.cli.synth import describe_plate, plate_options, write_synthetic_plate
+from marco_svc.cli.common import (
+    CliState,
+    describe_plate,
+    echo_json,
+    json_option,
+    pass_state,
+    plate_options,
+    summary,
+    write_synthetic_plate,
+)
 from marco_svc.ingest_files import ingest_paths
 
 

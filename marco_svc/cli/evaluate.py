@@ -10,8 +10,7 @@ from typing import Any
 import click
 
 from marco_svc import model_store
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state
-from marco_svc.cli.synth import progress_bar
+from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_bar
 from marco_svc.config import Settings
 from marco_svc.labels import SCHEMES
 from marco_svc.model_store import StoredModel

@@ -38,8 +38,12 @@ def list_images(state: CliState, status: str | None, limit: int | None, as_json:
         return
     for row in rows:
         where = f"{row['barcode']} {row['well']} d{row['drop']}" if row["well"] else "-"
+        score = row["score"]
+        verdict = f"{'HIT ' if score['hit'] else ''}{score['top_class']}" if score else "-"
         tail = f"  {row['error']}" if row["error"] else ""
-        click.echo(f"{row['id']:>6} {row['status']:<7} {where:<20} {row['path']}{tail}")
+        click.echo(
+            f"{row['id']:>6} {row['status']:<7} {where:<20} {verdict:<24} {row['path']}{tail}"
+        )
 
 
 @command.command("retry")

@@ -45,4 +45,8 @@ def show(state: CliState, barcode: str, as_json: bool) -> None:
     for image in detail["images"]:
         score = image["score"]
         verdict = f"{score['top_class']} p_crystal={score['p_crystal']:.3f}" if score else "-"
-        click.echo(f"  {image['well']:<4} d{image['drop']} {image['status']:<7} {verdict}")
+        hit = "HIT" if score and score["hit"] else ""
+        click.echo(
+            f"  {image['id']:>6} {image['well']:<4} d{image['drop']} {image['status']:<7} "
+            f"{hit:<3} {verdict}"
+        )

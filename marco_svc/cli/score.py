@@ -10,20 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from marco_svc import model_store
 from marco_svc.cli.common import CliState, existing_paths, pass_state
-from marco_svc.image_check import inspect_image_bytes
 from marco_svc.ingest_files import image_files
 from marco_svc.nets import quiet_tensorflow
-from marco_svc.nets.runner import (
-    FORMAT_PREFERENCE,
-    Runner,
-    choose_format,
-    open_runner,
-    top_label,
-)
+from marco_svc.nets.card import ModelCard
+from marco_svc.nets.runner import FORMAT_PREFERENCE, choose_format, open_runner
+from marco_svc.scoring.batch import Limits, Scored, score_batch
 from marco_svc.scoring.rules import CrystalRule, decide
 
 
@@ -34,7 +28,8 @@ class _Output:
         self.fmt, self.labels = fmt, list(labels)
         if fmt == "csv":
             self.csv = csv.writer(sys.stdout, lineterminator="\n")
-            self.csv.writerow(["path", "top", "hit", "p_crystal", "rule", *self.labels, "error"])
+            header = ["path", "model", "top", "hit", "p_crystal", "rule", *self.labels, "error"]
+            self.csv.writerow(header)
 
     def scored(self, record: dict[str, Any]) -> None:
         if self.fmt == "jsonl":
@@ -44,6 +39,7 @@ class _Output:
         self.csv.writerow(
             [
                 record["path"],
+                record["model"],
                 record["top"],
                 "true" if record["hit"] else "false",
                 f"{record['p_crystal']:.6g}",
@@ -57,7 +53,7 @@ class _Output:
         if self.fmt == "jsonl":
             click.echo(json.dumps({"path": str(path), "error": reason}))
         else:
-            self.csv.writerow([str(path), "", "", "", "", *([""] * len(self.labels)), reason])
+            self.csv.writerow([str(path), "", "", "", "", "", *([""] * len(self.labels)), reason])
 
 
 def _rule_text(rule: dict[str, Any]) -> str:
@@ -68,11 +64,6 @@ def _rule_text(rule: dict[str, Any]) -> str:
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", "") or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 @click.command("score")
@@ -119,48 +110,39 @@ def command(
         quiet_tensorflow()
     runner = open_runner(card, model.folder, artifact)
     output = _Output(fmt, card.labels)
+    limits = Limits(settings.max_image_pixels)
     failed = 0
     for chunk in _chunks(files, batch_size):
-        inputs: list[np.ndarray] = []
+        readable: list[tuple[Path, bytes]] = []
         errors: dict[Path, str] = {}
         for path in chunk:
             try:
-                data = path.read_bytes()
-                inspect_image_bytes(data, settings.max_image_pixels)
-                inputs.append(runner.preprocess(data))
-            except Exception as exc:  # a bad file is reported, and the others go on
-                errors[path] = _reason(exc)
-        records = iter(_score(runner, [p for p in chunk if p not in errors], inputs, rule))
+                readable.append((path, path.read_bytes()))
+            except OSError as exc:
+                errors[path] = f"cannot read the file: {exc.strerror or exc}"
+        scored, bad = score_batch(runner, readable, limits)
+        errors.update((failure.key, failure.reason) for failure in bad)
+        records = {s.key: _record(card, s, rule) for s in scored}
         for path in chunk:
             if path in errors:
                 output.failed(path, errors[path])
             else:
-                output.scored(next(records))
+                output.scored(records[path])
         failed += len(errors)
     if failed:
         click.echo(f"{failed} of {len(files)} files could not be scored", err=True)
         raise click.exceptions.Exit(1)
 
 
-def _score(
-    runner: Runner, paths: Sequence[Path], inputs: list[np.ndarray], rule: CrystalRule
-) -> list[dict[str, Any]]:
-    """One record per scored image, in order."""
-    if not paths:
-        return []
-    card, records = runner.card, []
-    outputs = runner.predict(np.stack(inputs))
-    for path, probs in zip(paths, runner.label_probabilities(outputs), strict=True):
-        decision = decide(probs, rule, card.operating_points)
-        records.append(
-            {
-                "path": str(path),
-                "model": card.ref,
-                "probs": probs,
-                "top": top_label(card, probs),
-                "hit": decision.hit,
-                "p_crystal": decision.p_crystal,
-                "rule": decision.rule,
-            }
-        )
-    return records
+def _record(card: ModelCard, scored: Scored[Path], rule: CrystalRule) -> dict[str, Any]:
+    """What is printed for one scored file."""
+    decision = decide(scored.probabilities, rule, card.operating_points)
+    return {
+        "path": str(scored.key),
+        "model": card.ref,
+        "probs": scored.probabilities,
+        "top": scored.top,
+        "hit": decision.hit,
+        "p_crystal": decision.p_crystal,
+        "rule": decision.rule,
+    }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
 from marco_svc.cli.common import CliState, pass_state
@@ -19,36 +22,36 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     `marco-svc watch`, in a background thread; new images are scored by the active
     model in another (setting scoring_enabled).
     """
-    import waitress
-
-    from marco_svc.api import create_app
-    from marco_svc.scoring.worker import ScoringWorker
-    from marco_svc.watch import watcher_for
-
     state.long_running = True
     settings = state.settings
     host, port = host or settings.host, port or settings.port
+    _check_port(host, port)  # before TensorFlow loads: a busy port fails in a second
+    import waitress
+
+    from marco_svc.api import create_app
+    from marco_svc.service import Service
+
     runtime = state.runtime()
-    app = create_app(runtime)
-    watcher = watcher_for(runtime) if settings.watch_roots else None
-    scorer = ScoringWorker(runtime) if settings.scoring_enabled else None
+    service = Service.assemble(runtime)
+    app = create_app(service)
     click.echo(
         f"marco-svc serving on http://{host}:{port}/ "
         f"(database: {runtime.db.url.render_as_string(hide_password=True)})"
     )
-    with interrupt_on_sigterm():
-        if scorer is not None:
-            app.extensions["marco_scorer"] = scorer
-            scorer.start()
-        if watcher is not None:
-            app.extensions["marco_watcher"] = watcher
-            watcher.start()
-            click.echo(f"watching {', '.join(watcher.roots)}")
-        try:
-            waitress.serve(app, host=host, port=port, threads=settings.threads, ident="marco-svc")
-        finally:
-            if watcher is not None:
-                watcher.stop()
-            if scorer is not None:
-                scorer.stop()
+    with interrupt_on_sigterm(), service:
+        if service.watcher is not None:
+            click.echo(f"watching {', '.join(service.watcher.roots)}")
+        waitress.serve(app, host=host, port=port, threads=settings.threads, ident="marco-svc")
     click.echo("marco-svc stopped")
+
+
+def _check_port(host: str, port: int) -> None:
+    """One clear line when the address cannot be listened on (in use, or not ours)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(f"port {port} is in use on {host}") from None
+            raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None

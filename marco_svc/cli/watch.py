@@ -27,34 +27,25 @@ def command(
     for the setting watch_settle_seconds. New images are scored by the active model
     (setting scoring_enabled). Runs until Ctrl-C or SIGTERM.
     """
-    from marco_svc.scoring.worker import ScoringWorker
-    from marco_svc.watch import watcher_for
+    from marco_svc.service import Service
 
     state.long_running = True
     for folder in existing_paths(folders):
         if not folder.is_dir():
             raise click.ClickException(f"not a folder: {folder}")
-    runtime = state.runtime()
-    watcher = watcher_for(runtime, folders, adapter=adapter_name, polling=polling)
-    scorer = ScoringWorker(runtime) if runtime.settings.scoring_enabled else None
-    with stop_requested() as stop:
-        if scorer is not None:
-            scorer.start()
-        watcher.start()
+    service = Service.assemble(state.runtime(), folders, adapter=adapter_name, polling=polling)
+    watcher = service.watcher
+    assert watcher is not None  # folders are required
+    with stop_requested() as stop, service:
         click.echo(
             f"watching {', '.join(watcher.roots)} "
             f"({'polling' if watcher.options.polling else 'file events'}, "
             f"settle {watcher.options.settle:g} s); Ctrl-C stops",
             err=True,
         )
-        try:
-            while not stop.wait(1.0):
-                if not watcher.alive():
-                    raise click.ClickException("the watcher stopped unexpectedly")
-        finally:
-            watcher.stop()
-            if scorer is not None:
-                scorer.stop()
+        while not stop.wait(1.0):
+            if (trouble := service.trouble()) is not None:
+                raise click.ClickException(f"{trouble.title.lower()}: {trouble.detail}")
     counts = watcher.stats
     click.echo(
         f"stopped: {counts['created']} new, {counts['duplicate']} already stored, "

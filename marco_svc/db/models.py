@@ -8,6 +8,7 @@ Timestamps are naive UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -34,8 +35,16 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-IMAGE_STATUSES = ("new", "scored", "failed")
-FAILED = "failed"
+
+class ImageStatus(StrEnum):
+    """Where an image stands: waiting to be scored, scored, or failed (with its reason)."""
+
+    NEW = "new"
+    SCORED = "scored"
+    FAILED = "failed"
+
+
+IMAGE_STATUSES = tuple(status.value for status in ImageStatus)
 
 
 def utcnow() -> datetime:
@@ -142,7 +151,7 @@ class Image(Base):
     imaging_mode: Mapped[str] = mapped_column(String(32), default="visible")
     version: Mapped[int] = mapped_column(Integer, default=1)
     adapter: Mapped[str] = mapped_column(String(64), default="")
-    status: Mapped[str] = mapped_column(String(16), default="new", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.NEW.value, index=True)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)

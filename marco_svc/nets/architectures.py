@@ -1,12 +1,15 @@
 """The networks by name: how to build each, and the model card that describes it.
 
 The card carries everything scoring needs (heads and labels, input size, channels,
-preprocessing), so scoring never hard-codes a network. Keras is imported only by `build`.
+preprocessing), so scoring never hard-codes a network. Each network is registered with
+`register_architecture` beside its builder (the ResNets here, see `_resnet`); Keras is
+imported only by `build`, so the registry and cards are read without TensorFlow (edge install).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from marco_svc.labels import MARCO4, MERCK10, labels_of
@@ -16,6 +19,8 @@ from marco_svc.nets.card import ModelCard
 if TYPE_CHECKING:
     import keras
 
+Builder = Callable[["Architecture"], "keras.Model"]
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -23,65 +28,33 @@ class Architecture:
     heads: tuple[str, ...]
     preprocessing: dict[str, Any]
     description: str
+    builder: Builder = field(repr=False, compare=False)
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocessing["size"]
 
     def build(self) -> keras.Model:
         """A fresh network (random weights) whose outputs include {scheme: probabilities}."""
-        if self.name == "marco-inception-v3":
-            from marco_svc.nets.marco_inception import build_marco_inception
-
-            return build_marco_inception()
-        if self.name.startswith("compact-"):
-            from marco_svc.nets.compact import build_compact
-
-            evidence = self.name == "compact-evidence-two-head"
-            size = self.preprocessing["size"]
-            return build_compact(self.heads, input_size=size, crystal_evidence=evidence)
-        from marco_svc.nets.resnet_cifar import build_resnet
-
-        depth = int(self.name.split("-")[1])
-        size = self.preprocessing["size"]
-        return build_resnet(depth, self.heads, input_size=size)
+        return self.builder(self)
 
 
-_MERCK = {"name": "merck_gray", "size": 128}
-ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a
-    for a in (
-        Architecture(
-            "marco-inception-v3",
-            (MARCO4,),
-            {"name": "marco", "size": 599},
-            "MARCO's Inception-v3 (Bruno et al. 2018), the official graph variable for variable",
-        ),
-        Architecture("resnet-56", (MERCK10,), _MERCK, "ResNet-56 (Ghafurian et al.), ten-way"),
-        Architecture("resnet-32", (MERCK10,), _MERCK, "ResNet-32 (Ghafurian et al.), ten-way"),
-        Architecture(
-            "resnet-56-two-head",
-            (MARCO4, MERCK10),
-            _MERCK,
-            "ResNet-56 trunk with a four-way and a ten-way head",
-        ),
-        Architecture(
-            "resnet-32-two-head",
-            (MARCO4, MERCK10),
-            _MERCK,
-            "ResNet-32 trunk with a four-way and a ten-way head",
-        ),
-        Architecture(
-            "compact-two-head",
-            (MARCO4, MERCK10),
-            {"name": "merck_gray", "size": 192},
-            "a small CNN (marco_svc.nets.compact), four- and ten-way heads on pooled features",
-        ),
-        Architecture(
-            "compact-evidence-two-head",
-            (MARCO4, MERCK10),
-            {"name": "merck_gray", "size": 192},
-            "the default model's small CNN: compact-two-head whose four-way Crystals logit is "
-            "the maximum of a stage-3 crystal-evidence map (marco_svc.nets.compact)",
-        ),
-    )
-}
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(
+    name: str, *, heads: Sequence[str], preprocessing: str, input_size: int, description: str
+) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder(architecture) -> keras.Model` as the network `name`."""
+
+    def register(builder: Builder) -> Builder:
+        if name in ARCHITECTURES:
+            raise ValueError(f"architecture {name!r} is already registered")
+        spec = {"name": preprocessing, "size": input_size}
+        ARCHITECTURES[name] = Architecture(name, tuple(heads), spec, description, builder)
+        return builder
+
+    return register
 
 
 def architecture(name: str) -> Architecture:
@@ -106,3 +79,48 @@ def new_card(arch_name: str, name: str, version: str, **fields: Any) -> ModelCar
         preprocessing=prep.spec(),
         **fields,
     )
+
+
+def _resnet(depth: int) -> Builder:
+    """`build_resnet(depth, ...)`, its module imported on build: resnet_cifar imports Keras at
+    import time (its importers rely on that to register its custom layer and loss)."""
+
+    def build(arch: Architecture) -> keras.Model:
+        from marco_svc.nets.resnet_cifar import build_resnet
+
+        return build_resnet(depth, arch.heads, input_size=arch.input_size)
+
+    return build
+
+
+register_architecture(
+    "resnet-56",
+    heads=(MERCK10,),
+    preprocessing="merck_gray",
+    input_size=128,
+    description="ResNet-56 (Ghafurian et al.), ten-way",
+)(_resnet(56))
+register_architecture(
+    "resnet-32",
+    heads=(MERCK10,),
+    preprocessing="merck_gray",
+    input_size=128,
+    description="ResNet-32 (Ghafurian et al.), ten-way",
+)(_resnet(32))
+register_architecture(
+    "resnet-56-two-head",
+    heads=(MARCO4, MERCK10),
+    preprocessing="merck_gray",
+    input_size=128,
+    description="ResNet-56 trunk with a four-way and a ten-way head",
+)(_resnet(56))
+register_architecture(
+    "resnet-32-two-head",
+    heads=(MARCO4, MERCK10),
+    preprocessing="merck_gray",
+    input_size=128,
+    description="ResNet-32 trunk with a four-way and a ten-way head",
+)(_resnet(32))
+
+# These modules register beside their builders and import Keras only when they build.
+from marco_svc.nets import compact, marco_inception  # noqa: E402, F401

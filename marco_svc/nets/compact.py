@@ -17,16 +17,20 @@ crystal is a small local object, so "is there a crystal anywhere" is a maximum o
 places, not an average, and the gradient of the Crystals score (its SmoothGrad heatmap)
 falls on the place that decided it. The four-way logits are the input of its softmax
 layer; every head layer's name starts with the scheme.
+
+Keras is imported only when a network is built: the registry reads this module without it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from marco_svc.labels import CRYSTALS, MARCO4, MARCO4_LABELS, MERCK10, labels_of
+from marco_svc.nets.architectures import Architecture, register_architecture
+
+if TYPE_CHECKING:
+    import keras
 
 STEM_FILTERS = 24
 STAGE_FILTERS = (32, 64, 128, 192)
@@ -37,6 +41,9 @@ EVIDENCE_STAGE = 3
 
 
 def _conv_bn(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
+    import keras
+    from keras import layers
+
     x = layers.Conv2D(
         filters,
         3,
@@ -59,6 +66,9 @@ def build_compact(
 ) -> keras.Model:
     """The compact network with one softmax output per scheme in `heads`; with
     `crystal_evidence`, the four-way Crystals logit is a maximum over stage-3 places."""
+    import keras
+    from keras import layers
+
     if not heads or any(scheme not in (MARCO4, MERCK10) for scheme in heads):
         raise ValueError(f"heads must be among {MARCO4}, {MERCK10}: {heads}")
     inputs = keras.Input((input_size, input_size, channels), name="image")
@@ -82,6 +92,8 @@ def build_compact(
 def _evidence_marco4_head(pooled: keras.KerasTensor, grid: keras.KerasTensor) -> keras.KerasTensor:
     """Four-way probabilities: Clear, Other and Precipitate logits from the pooled features,
     the Crystals logit the maximum over the grid of a crystal-evidence map."""
+    from keras import layers
+
     assert MARCO4_LABELS.index(CRYSTALS) == 1, "the logits are concatenated in label order"
     evidence = _conv_bn(grid, EVIDENCE_FILTERS, 1, f"{MARCO4}.crystal")
     evidence = layers.Conv2D(1, 1, name=f"{MARCO4}.crystal.map")(evidence)
@@ -90,3 +102,26 @@ def _evidence_marco4_head(pooled: keras.KerasTensor, grid: keras.KerasTensor) ->
     other_precipitate = layers.Dense(2, name=f"{MARCO4}.other_precipitate")(pooled)
     logits = layers.Concatenate(name=f"{MARCO4}.logits")([clear, crystals, other_precipitate])
     return layers.Activation("softmax", name=MARCO4)(logits)
+
+
+@register_architecture(
+    "compact-two-head",
+    heads=(MARCO4, MERCK10),
+    preprocessing="merck_gray",
+    input_size=192,
+    description="a small CNN (marco_svc.nets.compact), four- and ten-way heads on pooled features",
+)
+def _compact_two_head(arch: Architecture) -> keras.Model:
+    return build_compact(arch.heads, input_size=arch.input_size)
+
+
+@register_architecture(
+    "compact-evidence-two-head",
+    heads=(MARCO4, MERCK10),
+    preprocessing="merck_gray",
+    input_size=192,
+    description="the default model's small CNN: compact-two-head whose four-way Crystals logit is "
+    "the maximum of a stage-3 crystal-evidence map (marco_svc.nets.compact)",
+)
+def _compact_evidence_two_head(arch: Architecture) -> keras.Model:
+    return build_compact(arch.heads, input_size=arch.input_size, crystal_evidence=True)

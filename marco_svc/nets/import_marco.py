@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from marco_svc.errors import first_line
 from marco_svc.labels import MARCO4, MARCO4_LABELS
 from marco_svc.nets.architectures import new_card
 from marco_svc.nets.card import sha256_of
@@ -104,11 +105,6 @@ def _locate(root: Path, source: Path) -> Path:
 # --- reading the official model -------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", "") or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def read_official_variables(
     folder: Path, expected: dict[str, tuple[int, ...]]
 ) -> dict[str, np.ndarray]:
@@ -125,7 +121,7 @@ def read_official_variables(
         reader = tf.train.load_checkpoint(str(folder / "variables" / "variables"))
         shapes = reader.get_variable_to_shape_map()
     except unreadable as exc:
-        raise ImportRefused(f"cannot read the variables of {folder}: {_first_line(exc)}") from None
+        raise ImportRefused(f"cannot read the variables of {folder}: {first_line(exc)}") from None
     missing = sorted(set(expected) - set(shapes))
     if missing:
         raise ImportRefused(
@@ -141,7 +137,7 @@ def read_official_variables(
     try:
         return {name: reader.get_tensor(name) for name in expected}
     except unreadable as exc:
-        raise ImportRefused(f"cannot read the variables of {folder}: {_first_line(exc)}") from None
+        raise ImportRefused(f"cannot read the variables of {folder}: {first_line(exc)}") from None
 
 
 def official_probabilities(folder: Path, images: Sequence[bytes]) -> tuple[str, np.ndarray]:
@@ -154,7 +150,7 @@ def official_probabilities(folder: Path, images: Sequence[bytes]) -> tuple[str, 
         try:
             meta = tf1.saved_model.loader.load(session, ["serve"], str(folder))
         except (tf.errors.OpError, RuntimeError, ValueError, OSError, KeyError) as exc:
-            raise ImportRefused(f"cannot load {folder}: {_first_line(exc)}") from None
+            raise ImportRefused(f"cannot load {folder}: {first_line(exc)}") from None
         name, signature = _marco_signature(folder, meta.signature_def)
         fetch = {k: signature.outputs[k].name for k in (SCORES_KEY, CLASSES_KEY)}
         rows = []
@@ -163,7 +159,7 @@ def official_probabilities(folder: Path, images: Sequence[bytes]) -> tuple[str, 
             try:
                 out = session.run(fetch, feed)
             except tf.errors.OpError as exc:
-                reason = _first_line(exc)
+                reason = first_line(exc)
                 raise ImportRefused(f"{folder} fails on a sample image: {reason}") from None
             rows.append(_by_label(folder, out[SCORES_KEY], out[CLASSES_KEY]))
     return name, np.concatenate(rows)

@@ -15,17 +15,20 @@ A modified Inception-v3 (TF-slim reference implementation) on 599x599x3 input in
 
 Layers are named after the official variable scopes with "/" written as "." (Keras forbids
 "/"), so `official_variables(model)` maps each of the 392 official names onto its Keras
-variable. The preprocessing is `marco_svc.nets.preprocessing.MarcoPreprocessing`.
+variable. The preprocessing is `marco_svc.nets.preprocessing.MarcoPreprocessing`. Keras is
+imported only when the network is built: the registry reads this module without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from marco_svc.labels import MARCO4, MARCO4_LABELS
+from marco_svc.nets.architectures import Architecture, register_architecture
+
+if TYPE_CHECKING:
+    import keras
 
 ARCHITECTURE = "marco-inception-v3"
 INPUT_SIZE = 599
@@ -175,6 +178,9 @@ def _layer_name(scope: str) -> str:
 
 
 def _conv_bn_relu(x: keras.KerasTensor, conv: Conv, prefix: str) -> keras.KerasTensor:
+    import keras
+    from keras import layers
+
     scope = f"{prefix}{conv.scope}"
     x = layers.Conv2D(
         conv.filters,
@@ -196,11 +202,15 @@ def _conv_bn_relu(x: keras.KerasTensor, conv: Conv, prefix: str) -> keras.KerasT
 
 
 def _pool(x: keras.KerasTensor, pool: Pool, prefix: str) -> keras.KerasTensor:
+    from keras import layers
+
     cls = layers.MaxPooling2D if pool.kind == "max" else layers.AveragePooling2D
     return cls(pool.size, pool.stride, pool.padding, name=_layer_name(prefix + pool.scope))(x)
 
 
 def _chain(x: keras.KerasTensor, steps: tuple[Step, ...], prefix: str) -> keras.KerasTensor:
+    from keras import layers
+
     for step in steps:
         if isinstance(step, tuple):
             parts = [_conv_bn_relu(x, conv, prefix) for conv in step]
@@ -213,6 +223,9 @@ def _chain(x: keras.KerasTensor, steps: tuple[Step, ...], prefix: str) -> keras.
 
 
 def _logits_conv(x: keras.KerasTensor, scope: str, stddev: float) -> keras.KerasTensor:
+    import keras
+    from keras import layers
+
     return layers.Conv2D(
         len(MARCO4_LABELS),
         1,
@@ -224,6 +237,9 @@ def _logits_conv(x: keras.KerasTensor, scope: str, stddev: float) -> keras.Keras
 
 
 def _aux_head(x: keras.KerasTensor) -> keras.KerasTensor:
+    import keras
+    from keras import layers
+
     x = _pool(x, Pool("avg", "AvgPool_1a_5x5", 5, 3, "valid"), "AuxLogits/")
     x = _conv_bn_relu(x, Conv("Conv2d_1b_1x1", 128, (1, 1)), "AuxLogits/")
     x = layers.Conv2D(
@@ -248,6 +264,9 @@ def _aux_head(x: keras.KerasTensor) -> keras.KerasTensor:
 
 def build_marco_inception() -> keras.Model:
     """The network, outputs {"marco4": probabilities, logits, aux logits} for (N, 599, 599, 3)."""
+    import keras
+    from keras import layers
+
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="image")
     x = _chain(inputs, STEM, "")
     aux = None
@@ -266,6 +285,18 @@ def build_marco_inception() -> keras.Model:
         {MARCO4: probabilities, LOGITS: logits, AUX_LOGITS: aux},
         name="marco_inception_v3",
     )
+
+
+@register_architecture(
+    ARCHITECTURE,
+    heads=(MARCO4,),
+    preprocessing="marco",
+    input_size=INPUT_SIZE,
+    description="MARCO's Inception-v3 (Bruno et al. 2018), "
+    "the official graph variable for variable",
+)
+def _marco_inception_v3(arch: Architecture) -> keras.Model:
+    return build_marco_inception()
 
 
 _VARIABLE_NAMES = {

@@ -7,6 +7,7 @@ that path never imports TensorFlow, so it works on an imager PC with the `edge` 
 
 from __future__ import annotations
 
+import functools
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -62,13 +63,9 @@ class KerasRunner(Runner):
 
     def __init__(self, card: ModelCard, folder: Path) -> None:
         super().__init__(card, folder)
-        import keras
         import tensorflow as tf
 
-        import marco_svc.nets.resnet_cifar  # noqa: F401 - registers the custom layer and loss
-
-        model = keras.saving.load_model(self.path, compile=False)
-        self.model = serving_model(model, list(card.heads))
+        self.model = serving_model(load_keras(self.path), list(card.heads))
         self._preprocess = tf.function(
             self.preprocessing.tf_from_bytes, input_signature=[tf.TensorSpec([], tf.string)]
         )
@@ -179,6 +176,23 @@ def open_runner(
     if fmt == "keras":
         return KerasRunner(card, folder)
     return LiteRTRunner(card, folder, fmt)
+
+
+def load_keras(path: Path) -> Any:
+    """The Keras network stored at `path`, loaded once per process and shared by every user
+    (runners, heatmaps): the current and the previous model version stay in memory. A file
+    rewritten in place (new size or mtime) is loaded again."""
+    info = Path(path).stat()
+    return _load_keras(str(path), info.st_mtime_ns, info.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_keras(path: str, _mtime_ns: int, _size: int) -> Any:
+    import keras
+
+    import marco_svc.nets.resnet_cifar  # noqa: F401 - registers the custom layer and loss
+
+    return keras.saving.load_model(path, compile=False)
 
 
 def _tensorflow_installed() -> bool:

@@ -9,8 +9,6 @@ with its reason; the batch goes on.
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,8 +18,9 @@ from sqlalchemy import select
 from marco_svc import model_store
 from marco_svc.db.models import ModelVersion
 from marco_svc.model_store import StoredModel
-from marco_svc.nets.runner import Runner, open_runner, top_label
+from marco_svc.nets.runner import Runner, open_runner
 from marco_svc.runtime import Runtime
+from marco_svc.scoring.batch import Limits, score_batch
 from marco_svc.scoring.lab_rules import LabRules
 from marco_svc.scoring.quality import assess
 from marco_svc.scoring.store import (
@@ -37,14 +36,6 @@ log = logging.getLogger(__name__)
 
 class NoModel(RuntimeError):
     """No model is configured, active or shipped."""
-
-
-@dataclass(frozen=True)
-class Prepared:
-    image: PendingImage
-    x: np.ndarray
-    quality: dict
-    seconds: float
 
 
 def quality_of(data: bytes, full_width: int | None = None) -> dict:
@@ -81,6 +72,7 @@ class ScoringEngine:
             self.model.card, self.model.folder, artifact or settings.scoring_artifact or None
         )
         self.rules = LabRules.parse(settings.crystal_rule, settings.lab_rules)
+        self.limits = Limits(settings.max_image_pixels)
         self.batch_size = batch_size
 
     def _resolve(self) -> StoredModel:
@@ -100,48 +92,37 @@ class ScoringEngine:
             active = session.scalar(select(ModelVersion.id).where(ModelVersion.active))
         return active in (None, self.version_id)
 
-    def _prepare(self, image: PendingImage) -> Prepared | str:
-        """Network input and quality report, or the reason the image cannot be scored."""
-        started = time.perf_counter()
-        try:
-            data = Path(image.uri).read_bytes()
-        except OSError as exc:
-            return f"cannot read the image file: {exc.strerror or exc}"
-        try:
-            x = self.runner.preprocess(data)
-            quality = quality_of(data, image.width)
-        except Exception as exc:  # any decoder error is the image's fault
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return f"cannot decode the image: {first}"
-        return Prepared(image, x, quality, time.perf_counter() - started)
+    def _read(self, images: list[PendingImage]) -> list[tuple[PendingImage, bytes]]:
+        """Each image's bytes; an unreadable file is marked failed with its reason."""
+        read = []
+        for image in images:
+            try:
+                read.append((image, Path(image.uri).read_bytes()))
+            except OSError as exc:
+                self._fail(image, f"cannot read the image file: {exc.strerror or exc}")
+        return read
+
+    def _fail(self, image: PendingImage, reason: str) -> None:
+        log.warning("image %s failed: %s", image.image_id, reason)
+        mark_failed(self.runtime.db, image.image_id, reason)
 
     def score(self, images: list[PendingImage]) -> int:
         """Score one batch; returns how many scores were stored."""
-        prepared: list[Prepared] = []
-        for image in images:
-            outcome = self._prepare(image)
-            if isinstance(outcome, str):
-                log.warning("image %s failed: %s", image.image_id, outcome)
-                mark_failed(self.runtime.db, image.image_id, outcome)
-            else:
-                prepared.append(outcome)
-        if not prepared:
+        scored, failed = score_batch(
+            self.runner,
+            self._read(images),
+            self.limits,
+            lambda image, data: quality_of(data, image.width),
+        )
+        for failure in failed:
+            self._fail(failure.key, f"cannot decode the image: {failure.reason}")
+        if not scored:
             return 0
-        started = time.perf_counter()
-        outputs = self.runner.predict(np.stack([p.x for p in prepared]))
-        share = (time.perf_counter() - started) / len(prepared)
-        rows = self.runner.label_probabilities(outputs)
         results = [
-            ScoreResult(
-                p.image.image_id,
-                probs,
-                top_label(self.model.card, probs),
-                p.quality,
-                round((p.seconds + share) * 1000, 2),
-            )
-            for p, probs in zip(prepared, rows, strict=True)
+            ScoreResult(s.key.image_id, s.probabilities, s.top, s.extra, round(s.seconds * 1000, 2))
+            for s in scored
         ]
-        barcodes = {p.image.image_id: p.image.barcode for p in prepared}
+        barcodes = {s.key.image_id: s.key.barcode for s in scored}
         return save_scores(self.runtime.db, self.version, results, self.rules, barcodes)
 
     def run_pending(self, limit: int | None = None) -> int:

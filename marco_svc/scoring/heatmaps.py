@@ -18,15 +18,15 @@ import numpy as np
 from sqlalchemy import exists, select
 
 from marco_svc import model_store
-from marco_svc.db.models import Heatmap, Image, ModelVersion, Score
+from marco_svc.db.models import Heatmap, Image, ImageStatus, ModelVersion, Score
 from marco_svc.file_store import atomic_write
 from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4, scheme_of_label
 from marco_svc.model_store import StoredModel
 from marco_svc.nets.preprocessing import from_spec
+from marco_svc.nets.runner import load_keras
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.saliency import SmoothGradParams, overlay, png_bytes, smoothgrad
 
-_MODELS: dict[str, Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -51,15 +51,7 @@ def keras_model(model: StoredModel) -> Any:
     """The full Keras network (logits included) of a stored model, loaded once."""
     if "keras" not in model.card.artifacts:
         raise HeatmapError(f"{model.ref} has no Keras artifact, so no gradients for heatmaps")
-    key = str(model.folder / model.card.artifacts["keras"].file)
-    if key not in _MODELS:
-        import keras
-
-        import marco_svc.nets.resnet_cifar  # noqa: F401 - registers custom layers
-
-        _MODELS.clear()
-        _MODELS[key] = keras.saving.load_model(key, compile=False)
-    return _MODELS[key]
+    return load_keras(model.folder / model.card.artifacts["keras"].file)
 
 
 def default_class(score: Score | None, heads: dict[str, list[str]]) -> str:
@@ -96,7 +88,7 @@ def compute(
         image = session.get(Image, image_id)
         if image is None:
             raise HeatmapError(f"no image {image_id}")
-        if image.status == "failed":
+        if image.status == ImageStatus.FAILED:
             raise HeatmapError(f"image {image_id} failed: {image.error}")
         score = session.scalar(
             select(Score).where(Score.image_id == image_id, Score.model_version_id == version.id)
@@ -175,7 +167,7 @@ def next_hit_without_heatmap(runtime: Runtime, version: ModelVersion) -> int | N
             .where(
                 Score.model_version_id == version.id,
                 Score.hit,
-                Image.status != "failed",
+                Image.status != ImageStatus.FAILED,
                 ~has_map,
             )
             .order_by(Score.id.desc())

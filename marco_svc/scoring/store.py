@@ -15,7 +15,16 @@ from sqlalchemy import case, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from marco_svc.db.models import Drop, Image, Inspection, ModelVersion, Plate, Score, utcnow
+from marco_svc.db.models import (
+    Drop,
+    Image,
+    ImageStatus,
+    Inspection,
+    ModelVersion,
+    Plate,
+    Score,
+    utcnow,
+)
 from marco_svc.db.session import Database
 from marco_svc.scoring.lab_rules import LabRules
 from marco_svc.scoring.rules import CrystalRule, decide
@@ -47,8 +56,8 @@ def pending_images(session: Session, model_version_id: int, limit: int) -> list[
         select(Image.id, Image.uri, Plate.barcode, Image.width)
         .outerjoin(Inspection, Image.inspection_id == Inspection.id)
         .outerjoin(Plate, Inspection.plate_id == Plate.id)
-        .where(Image.status != "failed", ~scored)
-        .order_by(case((Image.status == "new", 0), else_=1), Image.id)
+        .where(Image.status != ImageStatus.FAILED, ~scored)
+        .order_by(case((Image.status == ImageStatus.NEW, 0), else_=1), Image.id)
         .limit(limit)
     )
     return [PendingImage(*row) for row in rows]
@@ -59,7 +68,7 @@ def mark_failed(db: Database, image_id: int, reason: str) -> None:
         session.execute(
             update(Image)
             .where(Image.id == image_id)
-            .values(status="failed", error=reason, updated_at=utcnow())
+            .values(status=ImageStatus.FAILED, error=reason, updated_at=utcnow())
         )
 
 
@@ -107,8 +116,8 @@ def save_scores(
             written += 1
         session.execute(
             update(Image)
-            .where(Image.id.in_([r.image_id for r in results]), Image.status == "new")
-            .values(status="scored", updated_at=utcnow())
+            .where(Image.id.in_([r.image_id for r in results]), Image.status == ImageStatus.NEW)
+            .values(status=ImageStatus.SCORED, updated_at=utcnow())
         )
     return written
 

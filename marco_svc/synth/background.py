@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
+from imager_adapters.registry import IMAGE_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def backgrounds_from_folder(path: str | Path, limit: int | None = None) -> list[
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise ValueError(f"no images in {root}")
     found = []

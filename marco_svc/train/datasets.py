@@ -24,9 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imager_adapters.registry import IMAGE_SUFFIXES
 from marco_svc.labels import SCHEMES, labels_of
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 RECORD_SEPARATOR = "#"
 
 

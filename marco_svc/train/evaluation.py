@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from marco_svc.image_check import inspect_image_bytes
+from marco_svc.errors import first_line
 from marco_svc.labels import MARCO4, MERCK10, TEN_TO_FOUR, labels_of
 from marco_svc.model_store import StoredModel
 from marco_svc.nets.card import ModelCard
 from marco_svc.nets.runner import Runner, choose_format, open_runner
+from marco_svc.scoring.batch import Limits, score_batch
 from marco_svc.train.datasets import RECORD_SEPARATOR, DatasetError, Example, LabelledSet
 from marco_svc.train.metrics import DEFAULT_FPRS, evaluate
 
@@ -101,11 +102,6 @@ def rule_head(card: ModelCard) -> str:
     return MARCO4 if MARCO4 in card.heads else MERCK10
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "message", "") or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _split_record(source: str) -> tuple[str, int] | None:
     """(shard, index) for a TFRecord example's source, None for a plain file."""
     shard, sep, index = source.rpartition(RECORD_SEPARATOR)
@@ -159,40 +155,38 @@ def predict_examples(
     max_pixels: int | None,
     progress: Progress | None,
 ) -> tuple[list[int], dict[str, np.ndarray], list[tuple[str, str]]]:
-    """(indices of the scored examples, {head: (n, classes) probabilities}, failures)."""
+    """(indices of the scored examples, {head: (n, classes) probabilities}, failures), in
+    the examples' order."""
     kept: list[int] = []
-    outputs: dict[str, list[np.ndarray]] = {scheme: [] for scheme in runner.card.heads}
-    failed: list[tuple[str, str]] = []
-    batch: list[np.ndarray] = []
+    rows: dict[str, list[np.ndarray]] = {scheme: [] for scheme in runner.card.heads}
+    failed: dict[int, str] = {}
+    limits = Limits(max_pixels)
+    batch: list[tuple[int, bytes]] = []
 
     def flush() -> None:
-        if batch:
-            for scheme, probs in runner.predict(np.stack(batch)).items():
-                outputs[scheme].append(np.asarray(probs, dtype=np.float64))
-            batch.clear()
+        scored, bad = score_batch(runner, batch, limits)
+        failed.update((f.key, f.reason) for f in bad)
+        for item in scored:  # in batch order, and batches come in order
+            kept.append(item.key)
+            for scheme, values in item.heads.items():
+                rows[scheme].append(np.asarray(values, dtype=np.float64))
+        batch.clear()
 
-    for index, (example, data) in enumerate(
-        zip(examples, encoded_or_errors(examples), strict=True)
-    ):
-        try:
-            if isinstance(data, Exception):
-                raise data
-            if max_pixels is not None:
-                inspect_image_bytes(data, max_pixels)
-            batch.append(runner.preprocess(data))
-            kept.append(index)
-        except Exception as exc:  # a bad image is listed, not fatal
-            failed.append((example.source, _reason(exc)))
+    for index, data in enumerate(encoded_or_errors(examples)):
+        if isinstance(data, Exception):
+            failed[index] = first_line(data)
+        else:
+            batch.append((index, data))
         if len(batch) >= batch_size:
             flush()
         if progress is not None:
             progress(index + 1, len(examples))
     flush()
     stacked = {
-        scheme: np.concatenate(parts) if parts else np.zeros((0, len(labels_of(scheme))))
-        for scheme, parts in outputs.items()
+        scheme: np.stack(parts) if parts else np.zeros((0, len(labels_of(scheme))))
+        for scheme, parts in rows.items()
     }
-    return kept, stacked, failed
+    return kept, stacked, [(examples[i].source, failed[i]) for i in sorted(failed)]
 
 
 def evaluate_model(

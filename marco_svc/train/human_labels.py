@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.orm import Session
 
-from marco_svc.db.models import Drop, HumanScore, Image, Inspection, Plate
+from marco_svc.db.models import Drop, HumanScore, Image, ImageStatus, Inspection, Plate
 from marco_svc.db.session import Database
 from marco_svc.file_store import atomic_write
 from marco_svc.labels import MARCO4, MERCK10, SCHEMES, TEN_TO_FOUR, labels_of
@@ -254,7 +254,7 @@ def export_human_labels(
     schemes: Counter[str] = Counter()
     for item in latest:
         path = Path(item.uri)
-        converted = "failed_image" if item.status == "failed" else None
+        converted = "failed_image" if item.status == ImageStatus.FAILED else None
         converted = converted or _convert(item.label, item.scheme, scheme)
         if isinstance(converted, tuple):
             converted = _file_problem(path, item.sha256, item.size_bytes) or converted

@@ -25,6 +25,7 @@ from pathlib import Path
 from imager_adapters.record import ImageRecord, Rejection
 from imager_adapters.registry import Adapter, is_image_file, parse_path
 from marco_svc.db.session import Database
+from marco_svc.errors import first_line
 from marco_svc.file_access import FilePolicy
 from marco_svc.ingest import ingest
 from marco_svc.watch.events import EventInbox, Handler, start_observer
@@ -290,7 +291,7 @@ class Watcher:
             self.stats["errors"] += 1
             delay = min(10.0, max(1.0, 4 * self.options.settle))
             self._scan_retry_at = now + delay
-            log.error("folder scan failed, again in %g s: %s", delay, str(exc).splitlines()[0])
+            log.error("folder scan failed, again in %g s: %s", delay, first_line(exc))
             return
         if stored or self._recent.get(path) == (stat.st_size, stat.st_mtime_ns):
             self.stats["skipped"] += 1
@@ -334,7 +335,7 @@ class Watcher:
             result = ingest(self.db, item, self.policy)
         except Exception as exc:  # the database, not the file: keep it and retry
             self.stats["errors"] += 1
-            log.error("cannot store %s, will retry: %s", path, str(exc).splitlines()[0])
+            log.error("cannot store %s, will retry: %s", path, first_line(exc))
             self._pending.retry_later(path, time.monotonic(), give_up=False)
             return
         signature = self._pending.signature(path)
