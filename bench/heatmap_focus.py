@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--model", default="", help="a model or folder (default: shipped)")
     args = parser.parse_args()
     quiet_tensorflow()
-    from marco_svc import model_store
+    from marco_svc import registry
     from marco_svc.config import load_settings
     from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4
     from marco_svc.nets.preprocessing import from_spec
@@ -41,10 +41,8 @@ def main() -> None:
     from marco_svc.scoring.saliency import SmoothGradParams, grown_box, mass_inside, smoothgrad
     from marco_svc.synth.render import render_drop
 
-    if args.model:
-        model = model_store.find(load_settings(), args.model)
-    else:
-        model = model_store.default_shipped()
+    settings = load_settings()
+    model = registry.find(settings, args.model) if args.model else registry.default_shipped()
     if model is None:
         raise SystemExit("no shipped default model")
     runner, network = open_runner(model.card, model.folder, "keras"), keras_model(model)

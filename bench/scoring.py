@@ -172,7 +172,7 @@ def main() -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(THREADS)
-    from marco_svc import model_store
+    from marco_svc import registry
     from marco_svc.nets import quiet_tensorflow
 
     quiet_tensorflow()
@@ -203,7 +203,7 @@ def main() -> None:
             )
             figures["plate_192_seconds"] = round(seconds, 1)
 
-        default = model_store.default_shipped()
+        default = registry.default_shipped()
         sg_marco = smoothgrad_seconds(marco, files[0].read_bytes())
         print(f"\nSmoothGrad n=50, s per image: MARCO {sg_marco:.1f}", end="")
         figures["smoothgrad_marco_s"] = round(sg_marco, 1)

@@ -204,15 +204,15 @@ def image_detail(session: Session, image_id: int) -> dict[str, Any] | None:
     }
 
 
-def hits_since(session: Session, cursor: int, limit: int) -> dict[str, Any]:
-    """Hits of the active model with a score id above `cursor`, oldest first, and the next
-    cursor. Only new scores move the cursor; a hit re-decided later is not sent again."""
+def hits_since(session: Session, version_id: int | None, cursor: int, limit: int) -> dict[str, Any]:
+    """Hits of one model version (the one that scores now) with a score id above `cursor`,
+    oldest first, and the next cursor. Only new scores move the cursor; a hit re-decided
+    later is not sent again."""
     rows = list(
         session.scalars(
             select(Score)
             .options(joinedload(Score.model_version))
-            .join(ModelVersion)
-            .where(ModelVersion.active, Score.hit, Score.id > cursor)
+            .where(Score.model_version_id == version_id, Score.hit, Score.id > cursor)
             .order_by(Score.id)
             .limit(limit)
         )

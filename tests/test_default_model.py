@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from imager_adapters.record import ImageRecord
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.config import load_settings
 from marco_svc.db.models import Score
 from marco_svc.ingest import ingest
@@ -41,14 +41,14 @@ def runtime(tmp_path: Path) -> Iterator[Runtime]:
 
 
 @pytest.fixture(scope="module")
-def default() -> model_store.StoredModel:
-    model = model_store.default_shipped()
+def default() -> registry.StoredModel:
+    model = registry.default_shipped()
     assert model is not None, "models/DEFAULT names no shipped model"
     return model
 
 
 def test_the_default_model_ships_verified_small_and_described(
-    default: model_store.StoredModel,
+    default: registry.StoredModel,
 ) -> None:
     card = default.card
     card.verify(default.folder)
@@ -63,7 +63,7 @@ def test_the_default_model_ships_verified_small_and_described(
 
 
 def _score_one_crystal_drop(
-    runtime: Runtime, model: model_store.StoredModel, folder: Path, label: str, seed: int
+    runtime: Runtime, model: registry.StoredModel, folder: Path, label: str, seed: int
 ) -> tuple[Score, float, bool]:
     """Ingest and score a one-crystal drop through the engine; its Crystals heatmap share."""
     drop = render_drop(label, seed, crystals=1)
@@ -95,7 +95,7 @@ def _peak_inside(heatmap: np.ndarray, box: tuple[int, int, int, int]) -> bool:
 
 @pytest.mark.parametrize(("label", "seed"), ONE_CRYSTAL_DROPS)
 def test_a_one_crystal_drop_is_a_hit_with_its_heatmap_brightest_near_the_crystal(
-    runtime: Runtime, default: model_store.StoredModel, tmp_path: Path, label: str, seed: int
+    runtime: Runtime, default: registry.StoredModel, tmp_path: Path, label: str, seed: int
 ) -> None:
     score, share, peak_inside = _score_one_crystal_drop(runtime, default, tmp_path, label, seed)
     assert score.hit, f"no hit: {score.probabilities} under {score.rule}"
@@ -104,7 +104,7 @@ def test_a_one_crystal_drop_is_a_hit_with_its_heatmap_brightest_near_the_crystal
 
 
 def test_half_the_heatmap_mass_lies_on_the_crystal(
-    runtime: Runtime, default: model_store.StoredModel, tmp_path: Path
+    runtime: Runtime, default: registry.StoredModel, tmp_path: Path
 ) -> None:
     label, seed = ONE_CRYSTAL_DROPS[0]
     _, share, _ = _score_one_crystal_drop(runtime, default, tmp_path, label, seed)
@@ -114,7 +114,7 @@ def test_half_the_heatmap_mass_lies_on_the_crystal(
 @needs_shared(REAL_PLATE)
 @pytest.mark.shared
 def test_on_the_real_clear_plate_it_calls_few_crystals_as_its_card_says(
-    default: model_store.StoredModel,
+    default: registry.StoredModel,
 ) -> None:
     from marco_svc.train.plate_check import top_label_shares
 

@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from imager_adapters.record import ImageRecord
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.db.models import Image, Score
 from marco_svc.ingest import ingest
 from marco_svc.labels import MERCK10_LABELS
@@ -57,8 +57,8 @@ def ingest_plate(runtime: Runtime, tmp_path: Path) -> list[int]:
     return ids
 
 
-def register(runtime: Runtime, folder: Path) -> model_store.StoredModel:
-    return model_store.register(runtime.settings, folder, db=runtime.db)
+def register(runtime: Runtime, folder: Path) -> registry.StoredModel:
+    return registry.register(runtime.settings, folder, db=runtime.db)
 
 
 def test_engine_scores_pending_images_and_records_undecodable_ones(
@@ -68,6 +68,7 @@ def test_engine_scores_pending_images_and_records_undecodable_ones(
     engine = ScoringEngine(runtime, register(runtime, model_folders[0]), batch_size=4)
     assert engine.run_pending() == 6
     assert engine.run_pending() == 0, "nothing is left, nothing is scored twice"
+    assert registry.active_version(runtime.db) is None, "scoring activates no model"
     with runtime.db.session() as session:
         images = {i.id: i for i in session.scalars(select(Image))}
         scores = {s.image_id: s for s in session.scalars(select(Score))}
@@ -97,7 +98,7 @@ def test_activating_another_version_rescores_in_the_background(
     first.run_pending(limit=2)  # interrupted after two images
     assert first.run_pending() == 4  # resumes where it stopped
     second_model = register(runtime, model_folders[1])
-    model_store.activate(runtime.db, second_model.ref)
+    registry.activate(runtime.db, second_model.ref)
     assert not first.is_current()
     second = ScoringEngine(runtime, artifact="tflite-fp32")
     assert second.model.ref == "tiny:2"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.cli import cli
 from marco_svc.config import load_settings
 from marco_svc.labels import MARCO4, MARCO4_LABELS, MERCK10, MERCK10_LABELS, TEN_TO_FOUR
@@ -59,7 +59,7 @@ def write_tiny_two_head(folder: Path, tflite: bool = False) -> ModelCard:
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("evaluate")
     write_tiny_two_head(root / "src", tflite=True)
-    model_store.register(load_settings(env={}, data_dir=root / "data"), root / "src")
+    registry.register(load_settings(env={}, data_dir=root / "data"), root / "src")
     return root / "data"
 
 
@@ -99,7 +99,7 @@ def test_report_files_and_figures_match_the_models_predictions(
     assert metrics["mapped"] == {MARCO4: MERCK10} and metrics["skipped"] == {}
 
     # the model's predictions, image by image, through a runner of our own
-    model = model_store.find(load_settings(env={}, data_dir=data_dir), "tiny")
+    model = registry.find(load_settings(env={}, data_dir=data_dir), "tiny")
     runner = open_runner(model.card, model.folder, "keras")
     rows = rows_of(manifest)
     outputs = runner.predict(np.stack([runner.preprocess(p.read_bytes()) for p, _ in rows]))
@@ -123,7 +123,7 @@ def test_update_card_stores_figures_that_threshold_rules_read(
     data_dir: Path, manifest: Path, tmp_path: Path
 ) -> None:
     settings = load_settings(env={}, data_dir=data_dir)
-    before = model_store.find(settings, "tiny").card
+    before = registry.find(settings, "tiny").card
     args = ["tiny", str(manifest), "--out", str(tmp_path / "r"), "--update-card", "--json"]
     done = invoke(data_dir, *args)
     assert done.exit_code == 0, done.output
@@ -131,9 +131,9 @@ def test_update_card_stores_figures_that_threshold_rules_read(
     name = data_name(str(manifest))
     assert output["data_name"] == name == manifest.parent.name
     card_file = Path(output["card"])
-    assert card_file == model_store.find(settings, "tiny").folder / "card.json"
+    assert card_file == registry.find(settings, "tiny").folder / "card.json"
 
-    card = model_store.find(settings, "tiny").card
+    card = registry.find(settings, "tiny").card
     assert card.metrics != before.metrics and card.artifacts == before.artifacts
     figures = card.metrics["evaluation"][name]
     assert set(figures["heads"]) == {MARCO4, MERCK10}
@@ -150,7 +150,7 @@ def test_update_card_stores_figures_that_threshold_rules_read(
     probs = dict.fromkeys(card.labels, 0.0) | {"Crystals": point["threshold"]}
     decision = decide(probs, rule, card.operating_points)
     assert decision.hit and decision.rule["threshold"] == point["threshold"]
-    card.verify(model_store.find(settings, "tiny").folder)  # artifacts untouched
+    card.verify(registry.find(settings, "tiny").folder)  # artifacts untouched
 
 
 def test_four_way_data_skips_the_ten_way_head_and_bad_images_are_listed(
@@ -207,13 +207,13 @@ def test_shipped_cards_are_not_updated(
 ) -> None:
     shipped = tmp_path / "shipped"
     shutil.copytree(
-        model_store.find(load_settings(env={}, data_dir=data_dir), "tiny").folder,
+        registry.find(load_settings(env={}, data_dir=data_dir), "tiny").folder,
         shipped / "boxed" / "1",
     )
     card = ModelCard.load(shipped / "boxed" / "1")
     card.name = "boxed"
     card.save(shipped / "boxed" / "1")
-    monkeypatch.setattr(model_store, "SHIPPED_DIR", shipped)
+    monkeypatch.setattr(registry.store, "SHIPPED_DIR", shipped)
     message = one_line_error(invoke(data_dir, "boxed", str(manifest), "--update-card"))
     assert "ships with marco-svc" in message and "read-only" in message
 
@@ -227,10 +227,10 @@ def test_update_card_refreshes_an_existing_database_row(
     from marco_svc.runtime import open_runtime
 
     settings = load_settings(env={}, data_dir=tmp_path / "data")
-    source = model_store.find(load_settings(env={}, data_dir=data_dir), "tiny").folder
+    source = registry.find(load_settings(env={}, data_dir=data_dir), "tiny").folder
     runtime = open_runtime(settings)
     try:
-        model_store.register(settings, source, db=runtime.db)
+        registry.register(settings, source, db=runtime.db)
         args = ["tiny", str(manifest), "--out", str(tmp_path / "r"), "--update-card"]
         done = invoke(tmp_path / "data", *args)
         assert done.exit_code == 0, done.output
@@ -262,7 +262,7 @@ def test_tfrecord_shards_are_read_and_bad_records_listed(
             message = tf.train.Example(features=tf.train.Features(feature=example))
             writer.write(message.SerializeToString())
     labelled = read_dataset(str(tmp_path / "validation-*"), MERCK10)
-    model = model_store.find(load_settings(env={}, data_dir=data_dir), "tiny")
+    model = registry.find(load_settings(env={}, data_dir=data_dir), "tiny")
     seen: list[int] = []
     result = evaluate_model(model, labelled, "keras", 3, lambda done, _: seen.append(done))
     assert seen == list(range(1, 22)) and result.evaluated == 20

@@ -14,18 +14,18 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.config import Settings, load_settings
 from marco_svc.labels import MARCO4, MARCO4_LABELS
 from marco_svc.nets.card import sha256_of
 from marco_svc.nets.import_marco import (
     TOLERANCE,
     ImportRefused,
-    import_marco,
     official_probabilities,
     sample_images,
 )
 from marco_svc.nets.runner import open_runner
+from marco_svc.registry.import_marco import import_marco
 from tests.conftest import MARCO_GRAPH, REAL_PLATE_IMAGES, needs_real_plate, needs_shared
 from tests.fake_marco import FakeMarco, build_fake_official
 from tests.helpers import run_cli
@@ -59,7 +59,7 @@ def copy_of(official: FakeMarco, dest: Path) -> Path:
 
 
 def assert_nothing_registered(settings: Settings) -> None:
-    assert model_store.registered(settings) == []
+    assert registry.registered(settings) == []
 
 
 @needs_real_plate

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from imager_adapters.record import ImageRecord
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.db.models import Image
 from marco_svc.ingest import ingest
 from marco_svc.labels import MARCO4, MERCK10, labels_of
@@ -79,7 +79,7 @@ def test_the_engine_applies_max_image_pixels(
     record = ImageRecord(path, "E1", "A1", 1, datetime(2024, 2, 3), "RI-9")
     image_id = ingest(runtime.db, record).image_id
     runtime.settings = dataclasses.replace(runtime.settings, max_image_pixels=100_000)
-    stored = model_store.register(runtime.settings, model[1], db=runtime.db)
+    stored = registry.register(runtime.settings, model[1], db=runtime.db)
     ScoringEngine(runtime, stored).run_pending()
     with runtime.db.session() as session:
         image = session.get(Image, image_id)

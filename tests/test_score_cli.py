@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.config import load_settings
 from marco_svc.labels import CRYSTAL_CLASSES_10, MARCO4_LABELS, MERCK10_LABELS
 from marco_svc.scoring.rules import CrystalRule, decide
@@ -26,7 +26,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("score")
     write_model_folder(root / "src", "resnet-32-two-head", name="tiny", version="1", tflite=True)
     settings = load_settings(env={}, data_dir=root / "data")
-    model_store.register(settings, root / "src")
+    registry.register(settings, root / "src")
     return root / "data"
 
 
@@ -107,7 +107,7 @@ def test_csv_through_litert_matches_keras(data_dir: Path, images: list[Path]) ->
 def test_no_model_and_bad_rule_are_one_line_errors(
     data_dir: Path, images: list[Path], tmp_path: Path
 ) -> None:
-    if model_store.default_shipped() is None:  # once a default model ships, it is used
+    if registry.default_shipped() is None:  # once a default model ships, it is used
         done = run_cli("score", str(images[0]), env=env_for(tmp_path / "empty-data"))
         assert done.returncode != 0 and done.stdout == ""
         assert done.stderr.strip() == "Error: no model: pass --model or register/import one"

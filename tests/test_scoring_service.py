@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from imager_adapters.record import ImageRecord
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.api import create_app
 from marco_svc.db.models import Heatmap, Image, Score
 from marco_svc.ingest import ingest
@@ -42,9 +42,9 @@ def add_images(runtime: Runtime, folder: Path, count: int, start: int = 0) -> li
     return ids
 
 
-def register_active(runtime: Runtime, folder: Path) -> model_store.StoredModel:
-    model = model_store.register(runtime.settings, folder, db=runtime.db)
-    model_store.activate(runtime.db, model.ref)
+def register_active(runtime: Runtime, folder: Path) -> registry.StoredModel:
+    model = registry.register(runtime.settings, folder, db=runtime.db)
+    registry.activate(runtime.db, model.ref)
     return model
 
 
@@ -67,8 +67,8 @@ def test_worker_scores_new_images_and_rescores_after_activation(
         add_images(runtime, tmp_path, 2, start=3)
         assert worker.wait_until_scored(120)
         assert count(runtime, Score) == 5
-        second = model_store.register(runtime.settings, tiny_models[1], db=runtime.db)
-        model_store.activate(runtime.db, second.ref)
+        second = registry.register(runtime.settings, tiny_models[1], db=runtime.db)
+        registry.activate(runtime.db, second.ref)
         runtime.scoring_queue.put([])
         wait_for(lambda: count(runtime, Score) == 10, what="rescoring with tiny:2", timeout=120)
         assert worker.status()["model"] == "tiny:2" and worker.status()["last_error"] is None

@@ -269,12 +269,12 @@ def test_merck_balancing_draws_every_class_about_equally(tmp_path: Path) -> None
 def test_fine_tuning_starts_from_a_registered_model(
     trained: tuple[Path, Settings], tmp_path: Path
 ) -> None:
-    from marco_svc import model_store
+    from marco_svc import registry
     from marco_svc.nets.card import ModelCard
     from marco_svc.train.trainer import train
 
     folder, settings = trained
-    model_store.register(settings, folder, name="base", version="7")
+    registry.register(settings, folder, name="base", version="7")
     values = _tiny(
         tmp_path,
         model={"name": "lab", "version": "1", "init": "base:7"},

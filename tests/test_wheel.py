@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from marco_svc import model_store
+from marco_svc import registry
 from tests.helpers import write_jpeg
 
 pytestmark = pytest.mark.slow
@@ -117,9 +117,9 @@ def test_the_wheel_carries_the_shipped_models_presets_and_every_module(wheel: Pa
     tracked = _git_files("models")
     if tracked is not None:  # the wheel ships what git has: no local leftovers
         assert shipped == tracked
-    default = model_store.default_shipped()
+    default = registry.default_shipped()
     assert default is not None
-    folder = default.folder.relative_to(model_store.SHIPPED_DIR).as_posix()
+    folder = default.folder.relative_to(registry.SHIPPED_DIR).as_posix()
     assert {f"{folder}/{a.file}" for a in default.card.artifacts.values()} <= shipped
     assert {"DEFAULT", f"{folder}/card.json", "presets/default.toml"} <= shipped
     # The package list in pyproject.toml is explicit: every module of the checkout ships.
@@ -138,14 +138,14 @@ def test_the_wheel_carries_the_shipped_models_presets_and_every_module(wheel: Pa
 def test_the_shipped_models_are_found_when_the_package_is_imported_from_a_zip(
     wheel: Path, tmp_path: Path
 ) -> None:
-    """importlib.resources gives a zip's folder; model_store extracts it to score from."""
+    """importlib.resources gives a zip's folder; the registry extracts it to score from."""
     probe = (
         "import json, marco_svc\n"
-        "from marco_svc import model_store\n"
-        "model = model_store.default_shipped()\n"
+        "from marco_svc import registry\n"
+        "model = registry.default_shipped()\n"
         "model.card.verify(model.folder)\n"
-        "print(json.dumps([marco_svc.__file__, str(model_store.SHIPPED_DIR), model.ref,\n"
-        "    sorted(p.name for p in (model_store.SHIPPED_DIR / 'presets').glob('*.toml'))]))\n"
+        "print(json.dumps([marco_svc.__file__, str(registry.SHIPPED_DIR), model.ref,\n"
+        "    sorted(p.name for p in (registry.SHIPPED_DIR / 'presets').glob('*.toml'))]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],
@@ -160,7 +160,7 @@ def test_the_shipped_models_are_found_when_the_package_is_imported_from_a_zip(
     assert package.startswith(str(wheel))
     assert not Path(shipped_dir).is_relative_to(ROOT)
     assert not Path(shipped_dir).exists()  # the extracted copy is removed at exit
-    assert ref == model_store.default_shipped().ref
+    assert ref == registry.default_shipped().ref
     assert sorted(p.name for p in (ROOT / "models" / "presets").glob("*.toml")) == presets
 
 
@@ -193,8 +193,8 @@ def test_a_fresh_install_of_the_wheel_scores_with_the_shipped_default(
 
     where = subprocess.run(
         [str(python), "-c", "import json, marco_svc\n"
-         "from marco_svc import model_store\n"
-         "print(json.dumps([marco_svc.__file__, str(model_store.SHIPPED_DIR)]))"],
+         "from marco_svc import registry\n"
+         "print(json.dumps([marco_svc.__file__, str(registry.SHIPPED_DIR)]))"],
         capture_output=True, text=True, cwd=work, env=env, timeout=300,
     )  # fmt: skip
     assert where.returncode == 0, where.stderr
@@ -204,7 +204,7 @@ def test_a_fresh_install_of_the_wheel_scores_with_the_shipped_default(
     assert shipped_dir == package.parent / "_shipped"
     assert (shipped_dir / "presets" / "default.toml").is_file()
 
-    default = model_store.default_shipped()
+    default = registry.default_shipped()
     assert default is not None
     heads = default.card.heads  # label -> probability for each head's labels ("both": two)
     script = python.parent / "marco-svc"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, request, send_file
 from sqlalchemy import select
 
-from marco_svc import queries
+from marco_svc import queries, registry
 from marco_svc.api.context import db_session, runtime
 from marco_svc.api.problems import Problem
 from marco_svc.db.models import Image, ImageStatus, ModelVersion
@@ -55,6 +55,8 @@ def image_file(image_id: int):
 
 
 def _model_version(ref: str | None) -> ModelVersion:
+    """The version `ref` names (NAME or NAME:VERSION, newest first), else the one that scores
+    now."""
     with db_session() as session:
         query = select(ModelVersion)
         if ref:
@@ -64,10 +66,11 @@ def _model_version(ref: str | None) -> ModelVersion:
                 query = query.where(ModelVersion.version == version)
             query = query.order_by(ModelVersion.created_at.desc())
         else:
-            query = query.where(ModelVersion.active)
+            rt = runtime()
+            query = query.where(ModelVersion.id == registry.scoring_version_id(rt.settings, rt.db))
         found = session.scalars(query).first()
     if found is None:
-        raise Problem(404, "Model not found", f"no model version {ref or '(active)'}")
+        raise Problem(404, "Model not found", f"no model version {ref or '(scoring now)'}")
     return found
 
 
@@ -88,8 +91,10 @@ def heatmap(image_id: int):
 
 @blueprint.get("/hits")
 def hits():
-    """Hits of the active model newer than the cursor; poll with the returned cursor."""
+    """Hits of the model that scores now, newer than the cursor; poll with the returned cursor."""
     cursor = _int_arg("since", 0, 0, 2**62)
     limit = _int_arg("limit", 500, 1, 5000)
+    rt = runtime()
+    version_id = registry.scoring_version_id(rt.settings, rt.db)
     with db_session() as session:
-        return queries.hits_since(session, cursor, limit)
+        return queries.hits_since(session, version_id, cursor, limit)

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_bar
 from marco_svc.config import Settings
 from marco_svc.labels import SCHEMES
-from marco_svc.model_store import StoredModel
 from marco_svc.nets.runner import FORMAT_PREFERENCE
+from marco_svc.registry import StoredModel
 from marco_svc.train.datasets import read_dataset
 from marco_svc.train.evaluation import (
     EvaluationResult,
@@ -56,7 +56,7 @@ def _check_writable(model: StoredModel) -> None:
 
 def _sync_database_row(settings: Settings, model: StoredModel) -> bool:
     """Refresh the model's ModelVersion row from its card when the database and row exist."""
-    db = model_store.existing_database(settings)
+    db = registry.existing_database(settings)
     if db is None:
         return False
     from sqlalchemy import select
@@ -74,7 +74,7 @@ def _sync_database_row(settings: Settings, model: StoredModel) -> bool:
             ).first()
         if row is None:
             return False
-        model_store.upsert_version(db, model)
+        registry.upsert_version(db, model)
         return True
     except SQLAlchemyError as exc:
         click.echo(f"warning: the database row of {model.ref} was not updated: {exc}", err=True)
@@ -163,7 +163,7 @@ def command(
     read are listed and left out.
     """
     settings = state.settings
-    model = model_store.find(settings, model_ref)
+    model = registry.find(settings, model_ref)
     if update_card:
         _check_writable(model)
     labelled = read_dataset(data, scheme)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
 from marco_svc.db.models import ModelVersion
 from marco_svc.ingest_files import image_files
@@ -24,7 +24,7 @@ def command() -> None:
 @pass_state
 def list_models(state: CliState, as_json: bool) -> None:
     """Registered and shipped models, with the one that is active in the database."""
-    models = model_store.all_models(state.settings)
+    models = registry.all_models(state.settings)
     with state.runtime().db.session() as session:
         rows = {
             (row.name, row.version): row for row in session.execute(select(ModelVersion)).scalars()
@@ -69,7 +69,7 @@ def list_models(state: CliState, as_json: bool) -> None:
 @pass_state
 def show(state: CliState, ref: str) -> None:
     """A model's card (REF: NAME, NAME:VERSION or a model folder), as JSON."""
-    model = model_store.find(state.settings, ref)
+    model = registry.find(state.settings, ref)
     echo_json({**model.card.to_dict(), "folder": str(model.folder), "where": model.where})
 
 
@@ -78,10 +78,10 @@ def show(state: CliState, ref: str) -> None:
 @pass_state
 def activate(state: CliState, ref: str) -> None:
     """Make REF (NAME or NAME:VERSION) the one active model version."""
-    model = model_store.find(state.settings, ref)
+    model = registry.find(state.settings, ref)
     db = state.runtime().db
-    model_store.upsert_version(db, model)
-    name, version = model_store.activate(db, model.ref)
+    registry.upsert_version(db, model)
+    name, version = registry.activate(db, model.ref)
     click.echo(f"active: {name}:{version}")
 
 
@@ -105,7 +105,7 @@ def import_marco(
     the model is registered only if all probabilities agree within 1e-4.
     """
     quiet_tensorflow()
-    from marco_svc.nets.import_marco import import_marco as run_import
+    from marco_svc.registry.import_marco import import_marco as run_import
 
     images, images_from = None, ""
     if images_dir is not None:
@@ -203,7 +203,7 @@ def export(
     from marco_svc.train.export_data import file_inputs, synthetic_inputs
 
     settings = state.settings
-    model = model_store.find(settings, ref)
+    model = registry.find(settings, ref)
     if model.where == "shipped":
         raise click.ClickException(
             f"{model.ref} ships with marco-svc and is read-only; its exports are shipped with it"
@@ -219,7 +219,7 @@ def export(
         figures = export_model(model.card, model.folder, fmt, inputs, min_agreement)
     except ExportRefused as exc:
         raise click.ClickException(str(exc)) from None
-    model_store.upsert_version(state.runtime().db, model)
+    registry.upsert_version(state.runtime().db, model)
     if as_json:
         echo_json({"model": model.ref, "format": fmt, **figures})
         return
@@ -252,7 +252,7 @@ def check_plate(
     quiet_tensorflow()
     from marco_svc.train.plate_check import top_label_shares
 
-    model = model_store.find(state.settings, ref)
+    model = registry.find(state.settings, ref)
     files = list(image_files(folder))
     formats = [fmt] if fmt else _runnable(model)
     shares = {name: top_label_shares(model, files, name) for name in formats}
@@ -270,7 +270,7 @@ def check_plate(
         click.echo(f"{model.ref} [{name}] on {result['images']} images: {four}")
 
 
-def _runnable(model: model_store.StoredModel) -> list[str]:
+def _runnable(model: registry.StoredModel) -> list[str]:
     from marco_svc.nets.runner import FORMAT_PREFERENCE
 
     return [fmt for fmt in FORMAT_PREFERENCE if fmt in model.card.artifacts]

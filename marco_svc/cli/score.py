@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.cli.common import CliState, existing_paths, pass_state
 from marco_svc.ingest_files import image_files
 from marco_svc.nets import quiet_tensorflow
@@ -102,7 +102,7 @@ def command(
     settings = state.settings
     rule = CrystalRule.parse(settings.crystal_rule)
     files = [file for root in existing_paths(paths) for file in image_files(root)]
-    model = model_store.resolve(settings, ref)
+    model = registry.resolve(settings, ref)
     card = model.card
     decide(dict.fromkeys(card.labels, 1.0 / len(card.labels)), rule, card.operating_points)
     artifact = choose_format(card, artifact)

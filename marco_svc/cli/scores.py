@@ -22,11 +22,11 @@ def run(
     state: CliState, model_ref: str, artifact: str | None, limit: int | None, as_json: bool
 ) -> None:
     """Score every image that the model has not scored yet, then exit."""
-    from marco_svc import model_store
+    from marco_svc import registry
     from marco_svc.scoring.engine import ScoringEngine
 
     runtime = state.runtime()
-    model = model_store.resolve(runtime.settings, model_ref, db=runtime.db) if model_ref else None
+    model = registry.resolve(runtime.settings, model_ref, db=runtime.db) if model_ref else None
     engine = ScoringEngine(runtime, model, artifact, batch_size=runtime.settings.scoring_batch_size)
     done = engine.run_pending(limit)
     result = {"model": engine.model.ref, "artifact": engine.runner.fmt, "images": done}
@@ -59,18 +59,19 @@ def redecide(state: CliState, as_json: bool) -> None:
 @click.option("--samples", type=int, default=None, help="Noisy copies (default: setting).")
 @pass_state
 def heatmap(state: CliState, image_id: int, class_label: str | None, samples: int | None) -> None:
-    """Make (or find) the SmoothGrad heatmap of one image for the active model; print its path."""
-    from sqlalchemy import select
-
+    """Make (or find) the SmoothGrad heatmap of one image for the model that scores now;
+    print its path."""
+    from marco_svc import registry
     from marco_svc.db.models import ModelVersion
     from marco_svc.scoring.heatmaps import compute
     from marco_svc.scoring.saliency import SmoothGradParams
 
     runtime = state.runtime()
+    version_id = registry.scoring_version_id(runtime.settings, runtime.db)
     with runtime.db.session() as session:
-        version = session.scalar(select(ModelVersion).where(ModelVersion.active))
+        version = session.get(ModelVersion, version_id) if version_id is not None else None
     if version is None:
-        raise click.ClickException("no active model: score first or `marco-svc models activate`")
+        raise click.ClickException("no model: pass --model, register/import one, or activate one")
     params = SmoothGradParams(n=samples or runtime.settings.smoothgrad_samples)
     made = compute(runtime, image_id, version, class_label, params)
     click.echo(made.path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
 
 
@@ -62,7 +62,7 @@ def command(
     settings = state.settings
     preset = Path(config)
     if not preset.exists():
-        candidate = model_store.SHIPPED_DIR / "presets" / f"{config}.toml"
+        candidate = registry.SHIPPED_DIR / "presets" / f"{config}.toml"
         preset = candidate if candidate.exists() else preset
     cfg = load_config(preset, _overrides(name, version, epochs, images))
     folder = (
@@ -74,7 +74,7 @@ def command(
     result = train(cfg, settings, folder, progress=say, verbose=1 if progress_enabled() else 2)
     ref = result.card.ref
     if register:
-        stored = model_store.register(settings, folder, db=state.runtime().db)
+        stored = registry.register(settings, folder, db=state.runtime().db)
         ref = stored.ref
     summary = {
         "model": ref,

@@ -25,13 +25,10 @@ from PIL import Image, ImageDraw
 
 from marco_svc.errors import first_line
 from marco_svc.labels import MARCO4, MARCO4_LABELS
-from marco_svc.nets.architectures import new_card
 from marco_svc.nets.card import sha256_of
 
 if TYPE_CHECKING:
-    from marco_svc.config import Settings
-    from marco_svc.db.session import Database
-    from marco_svc.model_store import StoredModel
+    import keras
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +47,6 @@ class Comparison:
     images: int
     max_abs_difference: float
     probability_range: tuple[float, float]  # of the official model's probabilities
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    model: StoredModel
-    comparison: Comparison
-    already_registered: bool = False  # the same official weights were imported before
 
 
 # --- the source: a folder or a zip ----------------------------------------------------------
@@ -259,39 +249,25 @@ def compare(folder: Path, model: Any, images: Sequence[bytes]) -> tuple[str, Com
     return signature, comparison
 
 
-def _already_imported(
-    settings: Settings, name: str, version: str, variables_sha256: str
-) -> StoredModel | None:
-    from marco_svc import model_store
+@dataclass(frozen=True)
+class Verified:
+    """The official model rebuilt as our Keras network, and the evidence that it reproduces."""
 
-    try:
-        model = model_store.find(settings, f"{name}:{version}")
-    except model_store.ModelStoreError:
-        return None
-    same = model.card.provenance.get("source_variables_sha256") == variables_sha256
-    if model.where != "registry" or not same:
-        raise ImportRefused(f"{name}:{version} is already registered as another model")
-    return model
+    model: keras.Model
+    signature: str
+    comparison: Comparison
+    variables_sha256: str
+    saved_model_sha256: str
 
 
-def import_marco(
-    source: Path,
-    settings: Settings,
-    *,
-    name: str = "marco",
-    images: Sequence[bytes] | None = None,
-    images_from: str = "",
-    db: Database | None = None,
-    progress: Callable[[str], None] = log.info,
-) -> ImportResult:
-    """Import, verify and register the official MARCO model; ImportRefused says why not."""
-    from marco_svc import model_store
-    from marco_svc.nets.marco_inception import ARCHITECTURE, build_marco_inception
+def rebuild_and_verify(
+    source: Path, images: Sequence[bytes], progress: Callable[[str], None] = log.info
+) -> Verified:
+    """Copy the official variables onto `build_marco_inception()` and compare both on
+    `images`; ImportRefused when the source is not MARCO or does not reproduce."""
+    from marco_svc.nets.marco_inception import build_marco_inception
     from marco_svc.nets.marco_inception import official_variables as variable_map
 
-    source = Path(source)
-    if images is None:
-        images, images_from = sample_images(), "generated: 8 synthetic JPEG drops and noise"
     if not images:
         raise ImportRefused("no sample images to compare on")
     with saved_model_folder(source) as folder:
@@ -303,37 +279,10 @@ def import_marco(
             variable.assign(values[official_name])
         progress(f"comparing with the official graph on {len(images)} images")
         signature, comparison = compare(folder, model, images)
-        variables_sha256 = sha256_of(folder / "variables")
-        saved_model_sha256 = sha256_of(folder / "saved_model.pb")
-    version = variables_sha256[:12]
-    existing = _already_imported(settings, name, version, variables_sha256)
-    if existing is not None:
-        if db is not None:
-            model_store.upsert_version(db, existing)
-        return ImportResult(existing, comparison, already_registered=True)
-    with tempfile.TemporaryDirectory(prefix="marco-import-") as tmp:
-        staging = Path(tmp)
-        model.save(staging / "model.keras")
-        card = new_card(
-            ARCHITECTURE,
-            name,
-            version,
-            provenance={
-                "source": str(source.resolve()),
-                "source_variables_sha256": variables_sha256,
-                "source_saved_model_sha256": saved_model_sha256,
-                "source_signature": signature,
-                "imported_by": "marco-svc models import-marco",
-                "compared_images": comparison.images,
-                "compared_images_from": images_from,
-                "max_abs_difference": comparison.max_abs_difference,
-                "tolerance": TOLERANCE,
-                "official_probability_range": list(comparison.probability_range),
-                "licence": "the official MARCO model: Apache-2.0",
-            },
-            notes="The official MARCO model (Bruno et al. 2018), imported variable for variable.",
+        return Verified(
+            model,
+            signature,
+            comparison,
+            sha256_of(folder / "variables"),
+            sha256_of(folder / "saved_model.pb"),
         )
-        card.add_artifact("keras", staging, "model.keras")
-        card.save(staging)
-        stored = model_store.register(settings, staging, db=db)
-    return ImportResult(stored, comparison)

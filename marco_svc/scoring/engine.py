@@ -13,12 +13,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from sqlalchemy import select
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.db.models import ModelVersion
-from marco_svc.model_store import StoredModel
 from marco_svc.nets.runner import Runner, open_runner
+from marco_svc.registry import StoredModel
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.batch import Limits, score_batch
 from marco_svc.scoring.lab_rules import LabRules
@@ -65,9 +64,7 @@ class ScoringEngine:
         self.runtime = runtime
         settings = runtime.settings
         self.model = model or self._resolve()
-        self.version_id = model_store.upsert_version(runtime.db, self.model)
-        if model_store.active_version(runtime.db) is None:
-            model_store.activate(runtime.db, self.model.ref)
+        self.version_id = registry.upsert_version(runtime.db, self.model)
         self.runner: Runner = open_runner(
             self.model.card, self.model.folder, artifact or settings.scoring_artifact or None
         )
@@ -77,8 +74,8 @@ class ScoringEngine:
 
     def _resolve(self) -> StoredModel:
         try:
-            return model_store.resolve(self.runtime.settings, db=self.runtime.db)
-        except model_store.ModelStoreError as exc:
+            return registry.resolve(self.runtime.settings, db=self.runtime.db)
+        except registry.ModelStoreError as exc:
             raise NoModel(str(exc)) from None
 
     @property
@@ -87,10 +84,12 @@ class ScoringEngine:
             return session.get(ModelVersion, self.version_id)
 
     def is_current(self) -> bool:
-        """False once another version was activated (or the setting names another model)."""
-        with self.runtime.db.session() as session:
-            active = session.scalar(select(ModelVersion.id).where(ModelVersion.active))
-        return active in (None, self.version_id)
+        """Whether this engine's model is still the one that scores now (False once another
+        version is activated, or the setting names another model)."""
+        return registry.scoring_version_id(self.runtime.settings, self.runtime.db) in (
+            None,
+            self.version_id,
+        )
 
     def _read(self, images: list[PendingImage]) -> list[tuple[PendingImage, bytes]]:
         """Each image's bytes; an unreadable file is marked failed with its reason."""

@@ -17,13 +17,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy import exists, select
 
-from marco_svc import model_store
+from marco_svc import registry
 from marco_svc.db.models import Heatmap, Image, ImageStatus, ModelVersion, Score
 from marco_svc.file_store import atomic_write
 from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4, scheme_of_label
-from marco_svc.model_store import StoredModel
 from marco_svc.nets.preprocessing import from_spec
 from marco_svc.nets.runner import load_keras
+from marco_svc.registry import StoredModel
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.saliency import SmoothGradParams, overlay, png_bytes, smoothgrad
 
@@ -65,7 +65,7 @@ def default_class(score: Score | None, heads: dict[str, list[str]]) -> str:
 
 
 def _stored_model(runtime: Runtime, version: ModelVersion) -> StoredModel:
-    return model_store.find(runtime.settings, f"{version.name}:{version.version}")
+    return registry.find(runtime.settings, f"{version.name}:{version.version}")
 
 
 def _grey(x: np.ndarray) -> np.ndarray:

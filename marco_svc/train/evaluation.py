@@ -19,9 +19,9 @@ import numpy as np
 
 from marco_svc.errors import first_line
 from marco_svc.labels import MARCO4, MERCK10, TEN_TO_FOUR, labels_of
-from marco_svc.model_store import StoredModel
 from marco_svc.nets.card import ModelCard
 from marco_svc.nets.runner import Runner, choose_format, open_runner
+from marco_svc.registry import StoredModel
 from marco_svc.scoring.batch import Limits, score_batch
 from marco_svc.train.datasets import RECORD_SEPARATOR, DatasetError, Example, LabelledSet
 from marco_svc.train.metrics import DEFAULT_FPRS, evaluate

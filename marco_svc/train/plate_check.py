@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from marco_svc.labels import labels_of
-from marco_svc.model_store import StoredModel
 from marco_svc.nets.runner import open_runner
+from marco_svc.registry import StoredModel
 from marco_svc.train.datasets import Example
 from marco_svc.train.evaluation import predict_examples
 

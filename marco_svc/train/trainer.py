@@ -149,7 +149,7 @@ def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, d
 
 def _stored_keras(settings: Settings, ref: str, purpose: str) -> tuple[Any, Any]:
     """A stored model by NAME[:VERSION] or folder, and its loaded Keras network."""
-    from marco_svc.model_store import find
+    from marco_svc.registry import find
 
     base = find(settings, ref)
     if "keras" not in base.card.artifacts:
@@ -338,7 +338,7 @@ def train(
     callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train per the config into the folder `out` (card.json, model.keras, exports, report)."""
-    from marco_svc.model_store import StoredModel
+    from marco_svc.registry import StoredModel
     from marco_svc.train.evaluation import (
         apply_to_card,
         card_figures,
