@@ -28,6 +28,7 @@ from marco_svc.cli import (
 )
 from marco_svc.cli.common import CliState
 from marco_svc.errors import first_line
+from marco_svc.nets import quiet_tensorflow_when_imported
 
 
 class _OneLineErrors(click.Group):
@@ -87,5 +88,5 @@ for module in (
 
 def main() -> None:
     if not {"-v", "--verbose"} & set(sys.argv[1:]):
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines
+        quiet_tensorflow_when_imported()  # its start-up lines show with -v only
     cli(prog_name="marco-svc")

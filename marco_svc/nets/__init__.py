@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 
@@ -32,3 +34,43 @@ def quiet_tensorflow() -> None:
         return
     with silenced_stderr():
         import tensorflow  # noqa: F401
+
+
+class _SilentLoader(importlib.abc.Loader):
+    """Runs another loader's module code with stderr silenced."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> object:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: object) -> None:
+        with silenced_stderr():
+            self.loader.exec_module(module)  # type: ignore[arg-type]
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` on the path as usual, with a loader that silences stderr."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if name != "tensorflow":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _SilentLoader(spec.loader)
+        return spec
+
+
+def quiet_tensorflow_when_imported() -> None:
+    """Whenever TensorFlow gets imported (by whatever command needs it), keep its C++
+    start-up lines off stderr; a command that never needs it never imports it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if "tensorflow" in sys.modules or any(
+        isinstance(finder, _QuietTensorFlowFinder) for finder in sys.meta_path
+    ):
+        return
+    sys.meta_path.insert(0, _QuietTensorFlowFinder())
