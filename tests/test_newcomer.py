@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from marco_svc.labels import MERCK10_LABELS
 from tests.helpers import ROOT, run_cli, write_jpeg
 
 
@@ -31,7 +32,8 @@ def test_demo_then_plates_list_shows_the_demo_plate(tmp_path: Path) -> None:
     demo = run_cli("demo", "--json", "--image-size", "64x77", "--wells", "96", env=env)
     assert demo.returncode == 0, demo.stderr
     assert "oneDNN" not in demo.stderr and "absl" not in demo.stderr, "TensorFlow chatter"
-    barcode = json.loads(demo.stdout)["barcode"]
+    written = json.loads(demo.stdout)
+    barcode = written["barcode"]
     plates = run_cli("plates", "list", "--json", env=env)
     assert plates.returncode == 0, plates.stderr
     assert barcode in {row["barcode"] for row in json.loads(plates.stdout)}
@@ -63,3 +65,40 @@ def test_piping_scores_into_head_is_quiet(tmp_path: Path) -> None:
     )  # fmt: skip
     assert json.loads(done.stdout)["model"] == "default:1"
     assert done.stderr == ""
+
+
+@pytest.mark.slow
+def test_exporting_the_shipped_default_makes_a_new_version_or_a_copy(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
+    args = ("models", "export", "default", "--format", "tflite-fp32", "--count", "16", "--json")
+    done = run_cli(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    made = json.loads(done.stdout)
+    assert made["model"] == "default:1-tflite-fp32"
+    assert made["top1_agreement"] and min(made["top1_agreement"].values()) >= 0.99
+    card = json.loads(run_cli("models", "show", "default:1-tflite-fp32", env=env).stdout)
+    assert {"keras", "tflite-int8", "tflite-fp32"} <= set(card["artifacts"])
+
+    out = tmp_path / "copy"
+    copied = run_cli(*args[:-1], "--out", str(out), env=env)
+    assert copied.returncode == 0, copied.stderr
+    assert "tflite-fp32" in json.loads((out / "card.json").read_text())["artifacts"]
+    shipped = Path(__file__).resolve().parents[1] / "models" / "default" / "1" / "card.json"
+    assert "tflite-fp32" not in json.loads(shipped.read_text())["artifacts"], "shipped untouched"
+
+
+@pytest.mark.slow
+def test_evaluate_takes_the_demo_plates_own_truth(tmp_path: Path) -> None:
+    env = user_env(tmp_path)
+    demo = run_cli("demo", "--json", "--image-size", "64x77", "--drops", "1", env=env)
+    truth = json.loads(demo.stdout)["truth"]
+    done = run_cli("evaluate", "default", truth, "--out", str(tmp_path / "report"), "--json",
+                   env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    labels = [row.split(",")[3] for row in Path(truth).read_text().splitlines()[1:]]
+    assert report["evaluated"] == len(labels) == 96
+    absent = sorted(set(MERCK10_LABELS) - set(labels))
+    assert sorted(report["absent_classes"]) == absent
+    figures = report["heads"]["merck10"]
+    assert all(figures["per_class_accuracy"][label] is None for label in absent)

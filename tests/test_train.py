@@ -347,6 +347,7 @@ def _manifest(tmp_path: Path, rows: list[tuple[str, str, str]]) -> Path:
         ([], "no labelled images"),
         ([("a.jpg", "Clear", "g1"), ("b.jpg", "Sparkly", "g2")], "unknown labels"),
         ([("a.jpg", "Clear", "g1"), ("b.jpg", "Crystals", "g2")], "no examples of"),
+        ([("a.jpg", "Clear", "g1")], r"split of .* is empty: 1 images in 1 groups .* groups are"),
     ],
 )
 def test_bad_data_stops_before_training_starts(

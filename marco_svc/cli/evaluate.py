@@ -109,6 +109,8 @@ def _summary_lines(result: EvaluationResult, report: Path) -> list[str]:
             )
         lines.append(text)
     lines += [f"  skipped {head}: {why}" for head, why in result.skipped.items()]
+    if result.absent:
+        lines.append(f"  absent from the data (no per-class figures): {', '.join(result.absent)}")
     if result.failed:
         lines.append(f"  {len(result.failed)} images could not be read, e.g.:")
         lines += [f"    {source}: {reason}" for source, reason in result.failed[:5]]

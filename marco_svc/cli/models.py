@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import click
@@ -12,6 +14,7 @@ from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, p
 from marco_svc.db.models import ModelVersion
 from marco_svc.ingest_files import image_files
 from marco_svc.nets import quiet_tensorflow
+from marco_svc.nets.card import ModelCard
 
 
 @click.group("models")
@@ -182,6 +185,11 @@ def _jpegs(folder: Path) -> list[bytes]:
     show_default=True,
     help="Refuse the export below this top-1 agreement with the Keras model.",
 )
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write a copy of the model with the export into this new folder (not registered).",
+)
 @json_option
 @pass_state
 def export(
@@ -191,23 +199,24 @@ def export(
     images: Path | None,
     count: int,
     min_agreement: float,
+    out: Path | None,
     as_json: bool,
 ) -> None:
-    """Export a registered model to TFLite, checked against its Keras model.
+    """Export a model to TFLite, checked against its Keras model.
 
     int8 is calibrated on the validation images. The export is refused (nothing written)
     when its top-1 agreement with the Keras model is below --min-agreement; otherwise the
-    file joins the model folder and the agreement figures go into its card.
+    file joins the model folder and the agreement figures go into its card. A shipped
+    (read-only) model is copied first and registered as a new version, VERSION-FORMAT;
+    with --out the copy goes to that folder instead.
     """
     from marco_svc.train.export import ExportRefused, export_model
     from marco_svc.train.export_data import file_inputs, synthetic_inputs
 
     settings = state.settings
     model = registry.find(settings, ref)
-    if model.where == "shipped":
-        raise click.ClickException(
-            f"{model.ref} ships with marco-svc and is read-only; its exports are shipped with it"
-        )
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise click.ClickException(f"--out {out} is not empty")
     quiet_tensorflow()
     if images is not None:
         inputs = file_inputs(model.card, image_files(images), count)
@@ -215,20 +224,42 @@ def export(
             raise click.ClickException(f"no readable images in {images}")
     else:
         inputs = synthetic_inputs(model.card, count)
-    try:
-        figures = export_model(model.card, model.folder, fmt, inputs, min_agreement)
-    except ExportRefused as exc:
-        raise click.ClickException(str(exc)) from None
-    registry.upsert_version(state.runtime().db, model)
+    with tempfile.TemporaryDirectory(prefix="marco-export-") as tmp:
+        folder = model.folder
+        if out is not None or model.where == "shipped":  # never write into a shipped model
+            folder = out or Path(tmp) / "model"
+            shutil.copytree(model.folder, folder, dirs_exist_ok=True)
+        try:
+            figures = export_model(ModelCard.load(folder), folder, fmt, inputs, min_agreement)
+        except ExportRefused as exc:
+            if out is not None:
+                shutil.rmtree(out, ignore_errors=True)
+            raise click.ClickException(str(exc)) from None
+        made = _keep_export(state, model, folder, fmt, out)
     if as_json:
-        echo_json({"model": model.ref, "format": fmt, **figures})
+        echo_json({"model": made, "format": fmt, **figures})
         return
     agreement = ", ".join(f"{k} {v:.2%}" for k, v in figures["top1_agreement"].items())
     click.echo(
-        f"exported {model.ref} as {fmt} ({figures['bytes'] / 1e6:.2f} MB): top-1 agreement "
+        f"exported {made} as {fmt} ({figures['bytes'] / 1e6:.2f} MB): top-1 agreement "
         f"{agreement}, max |difference| {figures['max_probability_difference']:.3g} on "
         f"{figures['images']} images"
     )
+
+
+def _keep_export(
+    state: CliState, model: registry.StoredModel, folder: Path, fmt: str, out: Path | None
+) -> str:
+    """What now holds the export: the --out copy, the registered model itself, or a new
+    version VERSION-FORMAT of a shipped model."""
+    if out is not None:
+        return f"{model.ref} (a copy in {out})"
+    db = state.runtime().db
+    if folder == model.folder:
+        registry.upsert_version(db, model)
+        return model.ref
+    version = f"{model.card.version}-{fmt}"
+    return registry.register(state.settings, folder, version=version, db=db).ref
 
 
 @command.command("check-plate")
@@ -247,8 +278,6 @@ def check_plate(
     images. --record stores it in the card under metrics.unlabelled_plates.<folder name>
     (never used to choose or train a model).
     """
-    from marco_svc.nets import quiet_tensorflow
-
     quiet_tensorflow()
     from marco_svc.train.plate_check import top_label_shares
 

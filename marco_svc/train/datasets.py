@@ -55,6 +55,10 @@ class LabelledSet:
         found = Counter(example.label for example in self.examples)
         return {label: found.get(label, 0) for label in self.labels}
 
+    def absent(self) -> list[str]:
+        """The scheme's classes with no example here."""
+        return [label for label, n in self.counts().items() if n == 0]
+
     def indices(self) -> list[int]:
         order = {label: i for i, label in enumerate(self.labels)}
         return [order[example.label] for example in self.examples]
@@ -125,14 +129,9 @@ def _finish(
         )
     if not examples:
         raise DatasetError(f"{origin} has no labelled images")
-    labelled = LabelledSet(origin, chosen or next(iter(schemes)), examples)
-    missing = [label for label, n in labelled.counts().items() if n == 0]
-    if missing:
-        raise DatasetError(
-            f"{origin}: no examples of {', '.join(repr(m) for m in missing)}; every class of "
-            f"the {labelled.scheme} scheme needs examples"
-        )
-    return labelled
+    # Classes without examples are allowed here (an evaluation says which are absent);
+    # training refuses a training split that lacks one.
+    return LabelledSet(origin, chosen or next(iter(schemes)), examples)
 
 
 def _check_files(origin: str, paths: Sequence[str]) -> None:

@@ -54,6 +54,7 @@ class EvaluationResult:
     examples: int
     heads: dict[str, HeadResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # head -> why it was not scored
+    absent: list[str] = field(default_factory=list)  # data-scheme classes with no example
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     rule_head: str = MARCO4  # the head whose P(Crystals) the crystal rules read
     seconds: float = 0.0
@@ -76,6 +77,7 @@ class EvaluationResult:
             "evaluated": self.evaluated,
             "failed": [{"source": s, "reason": r} for s, r in self.failed],
             "skipped": dict(self.skipped),
+            "absent_classes": list(self.absent),
             "mapped": {h: r.mapped_from for h, r in self.heads.items() if r.mapped_from},
             "evaluated_at": self.evaluated_at,
             "seconds": round(self.seconds, 3),
@@ -228,6 +230,7 @@ def evaluate_model(
         data_scheme=data.scheme,
         examples=len(data.examples),
         skipped=skipped,
+        absent=data.absent(),
         failed=failed,
         rule_head=rule_head(card),
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -90,6 +91,23 @@ def synthetic_manifest(config: TrainConfig, settings: Settings, progress: Progre
     return manifest
 
 
+def _empty_split(name: str, full: LabelledSet, share: float) -> str:
+    """Why a split came out empty, and how much data it takes."""
+    groups = len({example.group for example in full.examples})
+    needed = math.ceil(3 / share) if share > 0 else None
+    advice = (
+        f"each group lands in the {name} split with probability {share:g}, so about "
+        f"{needed} groups are needed for it to get some"
+        if needed
+        else f"its share is 0 and no {name} set is named"
+    )
+    return (
+        f"the {name} split of {full.origin} is empty: {len(full.examples)} images in "
+        f"{groups} groups (splits go by group); {advice}. Add images or groups, or name a "
+        f"{name} set in [data]"
+    )
+
+
 def load_data(config: TrainConfig, settings: Settings, progress: Progress) -> TrainData:
     """The train / validation / test sets, split by group unless given separately."""
     scheme = config.data.scheme or None
@@ -108,10 +126,13 @@ def load_data(config: TrainConfig, settings: Settings, progress: Progress) -> Tr
         validation = read_dataset(config.data.validation, full.scheme)
     if config.data.test:
         test = read_dataset(config.data.test, full.scheme)
-    for name, part in (("training", train), ("validation", validation)):
+    for name, part, share in (
+        ("training", train, 1 - sum(shares)),
+        ("validation", validation, shares[0]),
+    ):
         if not part.examples:
-            raise DatasetError(f"the {name} split of {full.origin} is empty; add data or groups")
-    missing = [label for label, n in train.counts().items() if n == 0]
+            raise DatasetError(_empty_split(name, full, share))
+    missing = train.absent()
     if missing:
         raise DatasetError(
             f"the training split of {full.origin} has no examples of {', '.join(missing)}"
