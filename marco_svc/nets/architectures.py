@@ -93,34 +93,21 @@ def _resnet(depth: int) -> Builder:
     return build
 
 
-register_architecture(
-    "resnet-56",
-    heads=(MERCK10,),
-    preprocessing="merck_gray",
-    input_size=128,
-    description="ResNet-56 (Ghafurian et al.), ten-way",
-)(_resnet(56))
-register_architecture(
-    "resnet-32",
-    heads=(MERCK10,),
-    preprocessing="merck_gray",
-    input_size=128,
-    description="ResNet-32 (Ghafurian et al.), ten-way",
-)(_resnet(32))
-register_architecture(
-    "resnet-56-two-head",
-    heads=(MARCO4, MERCK10),
-    preprocessing="merck_gray",
-    input_size=128,
-    description="ResNet-56 trunk with a four-way and a ten-way head",
-)(_resnet(56))
-register_architecture(
-    "resnet-32-two-head",
-    heads=(MARCO4, MERCK10),
-    preprocessing="merck_gray",
-    input_size=128,
-    description="ResNet-32 trunk with a four-way and a ten-way head",
-)(_resnet(32))
+for _depth in (56, 32):
+    register_architecture(
+        f"resnet-{_depth}",
+        heads=(MERCK10,),
+        preprocessing="merck_gray",
+        input_size=128,
+        description=f"ResNet-{_depth} (Ghafurian et al.), ten-way",
+    )(_resnet(_depth))
+    register_architecture(
+        f"resnet-{_depth}-two-head",
+        heads=(MARCO4, MERCK10),
+        preprocessing="merck_gray",
+        input_size=128,
+        description=f"ResNet-{_depth} trunk with a four-way and a ten-way head",
+    )(_resnet(_depth))
 
 # These modules register beside their builders and import Keras only when they build.
 from marco_svc.nets import compact, marco_inception  # noqa: E402, F401

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
 
 from marco_svc import registry
 from marco_svc.db.models import Heatmap, Image, ImageStatus, ModelVersion, Score
@@ -102,14 +103,7 @@ def compute(
         if scheme not in heads or label not in heads[scheme]:
             known = ", ".join(label for labels in heads.values() for label in labels)
             raise HeatmapError(f"{version.name}:{version.version} has no class {label!r} ({known})")
-        cached = session.scalar(
-            select(Heatmap).where(
-                Heatmap.image_id == image_id,
-                Heatmap.model_version_id == version.id,
-                Heatmap.class_label == label,
-                Heatmap.params_key == key,
-            )
-        )
+        cached = _heatmap_row(session, image_id, version.id, label, key)
         if cached is not None and Path(cached.path).is_file():
             return HeatmapFile(Path(cached.path), label, cached.params, True)
         uri = image.uri
@@ -131,14 +125,7 @@ def compute(
     )
     atomic_write(path, png_bytes(overlay(heatmap, _grey(x))), sync=False)
     with runtime.db.session() as session:
-        row = session.scalar(
-            select(Heatmap).where(
-                Heatmap.image_id == image_id,
-                Heatmap.model_version_id == version.id,
-                Heatmap.class_label == label,
-                Heatmap.params_key == key,
-            )
-        )
+        row = _heatmap_row(session, image_id, version.id, label, key)
         if row is None:
             session.add(
                 Heatmap(
@@ -153,6 +140,19 @@ def compute(
         else:
             row.path = str(path)
     return HeatmapFile(path, label, params.to_dict(), False)
+
+
+def _heatmap_row(
+    session: Session, image_id: int, version_id: int, label: str, key: str
+) -> Heatmap | None:
+    return session.scalar(
+        select(Heatmap).where(
+            Heatmap.image_id == image_id,
+            Heatmap.model_version_id == version_id,
+            Heatmap.class_label == label,
+            Heatmap.params_key == key,
+        )
+    )
 
 
 def next_hit_without_heatmap(runtime: Runtime, version: ModelVersion) -> int | None:
