@@ -8,6 +8,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -27,17 +28,16 @@ def silenced_stderr() -> Iterator[None]:
 
 
 def quiet_tensorflow() -> None:
-    """Import TensorFlow (if installed) without its C++ log lines on the command's stderr."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
-        return
-    with silenced_stderr():
+    """Import TensorFlow now (if installed) without its C++ log lines on stderr; best done
+    before other threads start (see `_SilentLoader`)."""
+    quiet_tensorflow_when_imported()
+    if importlib.util.find_spec("tensorflow") is not None:
         import tensorflow  # noqa: F401
 
 
 class _SilentLoader(importlib.abc.Loader):
-    """Runs another loader's module code with stderr silenced."""
+    """Runs another loader's module code with stderr silenced, when no other thread could
+    be writing to it (their lines would be lost: the silencing is process-wide)."""
 
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
@@ -46,6 +46,9 @@ class _SilentLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module: object) -> None:
+        if threading.active_count() > 1:
+            self.loader.exec_module(module)  # type: ignore[arg-type]
+            return
         with silenced_stderr():
             self.loader.exec_module(module)  # type: ignore[arg-type]
 
