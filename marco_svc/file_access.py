@@ -109,7 +109,7 @@ def _read_regular(real: Path, limit: int) -> bytes:
         while chunk := stream.read(CHUNK):
             data += chunk
             if len(data) > limit:  # grew after the size check
-                raise BadImage(f"refused: file grew past max_image_bytes ({limit}); not read")
+                raise BadImage(f"refused: file grew past max_image_bytes ({limit}) while read")
         return bytes(data)
 
 
