@@ -225,13 +225,11 @@ def _store_failure(session: Session, facts: FileFacts, reason: str, adapter: str
 
 
 def _store(db: Database, item: ImageRecord | Rejection, facts: FileFacts) -> IngestResult:
-    if isinstance(item, Rejection):
+    if facts.refused or isinstance(item, Rejection):
+        # A refused file was not read: no slot is given to what may not be an image at all.
         reason = facts.problem if facts.refused else item.reason
         with db.session() as session:
-            return _store_failure(session, facts, reason, item.adapter)
-    if facts.refused:  # not read: no slot is given to what may not be an image at all
-        with db.session() as session:
-            return _store_failure(session, facts, facts.problem or "refused", item.adapter)
+            return _store_failure(session, facts, reason or "refused", item.adapter)
     try:
         with db.session() as session:
             return _store_record(session, replace(item, path=facts.path), facts)

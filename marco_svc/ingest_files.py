@@ -110,5 +110,6 @@ def retry_failed(
         query = query.where(Image.error.contains(reason, autoescape=True))
     with runtime.db.session() as session:
         uris = list(dict.fromkeys(session.scalars(query)))
-    files = ((Path(uri), file_policy(runtime.settings, [Path(uri).parent])) for uri in uris)
+    served = file_policy(runtime.settings)
+    files = ((Path(uri), served.with_roots([*served.roots, Path(uri).parent])) for uri in uris)
     return _offer(runtime, files, adapters, on_failure)

@@ -64,11 +64,18 @@ class Service:
         return cls(runtime, watcher, scorer)
 
     def start(self) -> None:
-        """Start scoring first (it drains what the watcher will queue), then watching."""
+        """Start scoring first (it drains what the watcher will queue), then watching.
+
+        TensorFlow, which scoring loads, is imported first: its import keeps its start-up
+        lines off stderr only while no other thread writes there.
+        """
         if self._started:
             return
         self._started = True
         if self.scorer is not None:
+            from marco_svc.nets import quiet_tensorflow
+
+            quiet_tensorflow()
             self.scorer.start()
         if self.watcher is not None:
             self.watcher.start()

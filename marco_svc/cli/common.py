@@ -16,10 +16,10 @@ import click
 
 from marco_svc.config import Settings, load_settings
 from marco_svc.ingest import IngestResult
+from marco_svc.runtime import Runtime, open_runtime
 
 if TYPE_CHECKING:
     from marco_svc.synth.plates import WrittenPlate
-from marco_svc.runtime import Runtime, open_runtime
 
 
 class CliState:
@@ -90,6 +90,12 @@ def summary(counts: Counter[str]) -> str:
 
 def report_failure(path: Path, result: IngestResult) -> None:
     click.echo(f"failed: {path}: {result.reason}", err=True)
+
+
+def exit_if_some_failed(counts: Counter[str]) -> None:
+    """Exit with SOME_FAILED when any file failed (the others were stored)."""
+    if counts["failed"]:
+        raise click.exceptions.Exit(SOME_FAILED)
 
 
 def progress_enabled() -> bool:

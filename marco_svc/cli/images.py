@@ -7,9 +7,9 @@ import click
 from marco_svc import queries
 from marco_svc.adapters import adapters_for
 from marco_svc.cli.common import (
-    SOME_FAILED,
     CliState,
     echo_json,
+    exit_if_some_failed,
     json_option,
     pass_state,
     report_failure,
@@ -59,5 +59,4 @@ def retry(state: CliState, reason: str | None, adapter_name: str | None) -> None
     chosen = adapters_for(state.settings, adapter_name)
     counts, _ = retry_failed(state.runtime(), chosen, reason, report_failure)
     click.echo(summary(counts))
-    if counts["failed"]:
-        raise click.exceptions.Exit(SOME_FAILED)
+    exit_if_some_failed(counts)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 
 import click
 
 from marco_svc.adapters import adapters_for
 from marco_svc.cli.common import (
-    SOME_FAILED,
     CliState,
     echo_json,
     existing_paths,
+    exit_if_some_failed,
     json_option,
     pass_state,
     report_failure,
@@ -64,9 +63,4 @@ def command(
                 "file outside data_dir, watch_roots and image_roots (add it to image_roots)",
                 err=True,
             )
-    _exit_for(counts)
-
-
-def _exit_for(counts: Counter[str]) -> None:
-    if counts["failed"]:
-        raise click.exceptions.Exit(SOME_FAILED)
+    exit_if_some_failed(counts)

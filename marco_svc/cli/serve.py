@@ -29,13 +29,10 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     import waitress
 
     from marco_svc.api import create_app
-    from marco_svc.nets import quiet_tensorflow
     from marco_svc.service import Service
 
     runtime = state.runtime()
     service = Service.assemble(runtime)
-    if service.scorer is not None:
-        quiet_tensorflow()  # loaded quietly now, before other threads write to stderr
     app = create_app(service)
     click.echo(
         f"marco-svc serving on http://{host}:{port}/ "

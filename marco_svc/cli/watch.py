@@ -27,7 +27,6 @@ def command(
     for the setting watch_settle_seconds. New images are scored by the active model
     (setting scoring_enabled). Runs until Ctrl-C or SIGTERM.
     """
-    from marco_svc.nets import quiet_tensorflow
     from marco_svc.service import Service
 
     state.long_running = True
@@ -35,8 +34,6 @@ def command(
         if not folder.is_dir():
             raise click.ClickException(f"not a folder: {folder}")
     service = Service.assemble(state.runtime(), folders, adapter=adapter_name, polling=polling)
-    if service.scorer is not None:
-        quiet_tensorflow()  # loaded quietly now, before other threads write to stderr
     watcher = service.watcher
     assert watcher is not None  # folders are required
     with stop_requested() as stop, service:
