@@ -12,19 +12,22 @@ absent), `plate_type` and `inspection_id` are optional; per image `file` and `we
 required, `drop` defaults to 1 and `imaging_mode` to 'visible'. A sidecar CSV has one
 row per image with the columns `file, well, drop, barcode, imaged_at` and optionally
 `imager, imaging_mode, plate_type, inspection_id`. Unknown keys are errors (typos must
-not pass silently).
+not pass silently). Text is checked by `imager_adapters.fields`: barcode and imager are
+letters, digits and a little punctuation (no markup), the imaging mode is one of
+`IMAGING_MODES` (any case; stored in lower case), and no field holds control characters.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from imager_adapters.fields import check_barcode, check_imager, check_imaging_mode, check_text
 from imager_adapters.record import ImageRecord
 from imager_adapters.wells import GeometryError, PlateType, parse_plate_type, split_well, well_name
 
@@ -68,7 +71,10 @@ class ManifestEntry:
         )
 
 
-def _text(where: str, value: Any, required: bool) -> str | None:
+def _text(
+    where: str, value: Any, required: bool, check: Callable[[str], str] = check_text
+) -> str | None:
+    """The stripped text (None when absent), passed through `check` (a field validator)."""
     if value is None or value == "":
         if required:
             raise ManifestError(f"{where}: required")
@@ -78,7 +84,10 @@ def _text(where: str, value: Any, required: bool) -> str | None:
     value = value.strip()
     if not value or len(value) > MAX_TEXT:
         raise ManifestError(f"{where}: must be 1 to {MAX_TEXT} characters")
-    return value
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise ManifestError(f"{where}: {exc}") from None
 
 
 def _time(where: str, value: Any) -> datetime:
@@ -117,9 +126,9 @@ def _check_keys(where: str, item: Mapping[str, Any], allowed: tuple[str, ...]) -
 
 def _inspection(where: str, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "barcode": _text(f"{where}barcode", fields.get("barcode"), required=True),
+        "barcode": _text(f"{where}barcode", fields.get("barcode"), True, check_barcode),
         "imaged_at": _time(f"{where}imaged_at", fields.get("imaged_at")),
-        "imager": _text(f"{where}imager", fields.get("imager"), required=False) or "",
+        "imager": _text(f"{where}imager", fields.get("imager"), False, check_imager) or "",
         "plate": _plate(f"{where}plate_type", fields.get("plate_type")),
         "inspection_id": _text(f"{where}inspection_id", fields.get("inspection_id"), False),
     }
@@ -142,7 +151,10 @@ def _entry(where: str, item: Any, top: Mapping[str, Any], per_image: bool) -> Ma
         file=_text(f"{where}.file", item.get("file"), required=True) or "",
         well=well,
         drop=drop,
-        imaging_mode=_text(f"{where}.imaging_mode", item.get("imaging_mode"), False) or "visible",
+        imaging_mode=_text(
+            f"{where}.imaging_mode", item.get("imaging_mode"), False, check_imaging_mode
+        )
+        or "visible",
         **inspection,
     )
 

@@ -8,7 +8,10 @@ are another Image, new content for a slot is its next version (1..N, unique; wri
 that race retry). A bad file or conflicting metadata is stored as a failed Image with
 its reason; offering the file again retries it (the reason is updated, or the failed
 row becomes the image). When a stored path no longer exists (the file was moved or
-renamed) the image follows it to the new path.
+renamed) the image follows it to the new path. Whatever adapter made the record, its
+barcode, imager, imaging mode and inspection id are checked (`imager_adapters.fields`)
+before anything is stored: a bad one is a failed Image ("invalid metadata: ..."), and
+the imaging mode is stored in its canonical lower-case spelling.
 """
 
 from __future__ import annotations
@@ -24,6 +27,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from imager_adapters.fields import (
+    check_barcode,
+    check_imager,
+    check_imaging_mode,
+    check_text,
+    escape_controls,
+)
 from imager_adapters.record import ImageRecord, Rejection
 from imager_adapters.wells import LAYOUTS, GeometryError, smallest_layout, split_well, well_name
 from marco_svc.db.models import Drop, Image, ImageStatus, Inspection, Plate
@@ -204,8 +214,26 @@ def _store_record(session: Session, record: ImageRecord, facts: FileFacts) -> In
     return IngestResult(outcome, image.id, facts.path, facts.problem, version)
 
 
+def _checked(record: ImageRecord) -> ImageRecord:
+    """The record with its text checked and its mode canonical; ValueError names the field."""
+    checks = {
+        "barcode": check_barcode,
+        "imager": check_imager,
+        "imaging_mode": check_imaging_mode,
+        "inspection_id": lambda value: None if value is None else check_text(value),
+    }
+    changes: dict[str, str | None] = {}
+    for name, check in checks.items():
+        try:
+            changes[name] = check(getattr(record, name))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return replace(record, **changes)
+
+
 def _store_failure(session: Session, facts: FileFacts, reason: str, adapter: str) -> IngestResult:
     """Record why a file could not be placed; a stored image of the same file stays as it is."""
+    reason = escape_controls(reason)  # an adapter's reason may quote what it could not read
     uri = str(facts.path)
     if facts.sha256:
         stored = session.scalar(
@@ -231,8 +259,13 @@ def _store(db: Database, item: ImageRecord | Rejection, facts: FileFacts) -> Ing
         with db.session() as session:
             return _store_failure(session, facts, reason or "refused", item.adapter)
     try:
+        record = _checked(replace(item, path=facts.path))
+    except ValueError as exc:
         with db.session() as session:
-            return _store_record(session, replace(item, path=facts.path), facts)
+            return _store_failure(session, facts, f"invalid metadata: {exc}", item.adapter)
+    try:
+        with db.session() as session:
+            return _store_record(session, record, facts)
     except (IngestConflict, GeometryError) as exc:
         with db.session() as session:
             return _store_failure(session, facts, f"conflicting metadata: {exc}", item.adapter)
