@@ -47,9 +47,33 @@ class Settings:
         "",
         "SQLAlchemy URL (sqlite:///... or postgresql+psycopg://...); default: SQLite in data_dir.",
     )
+    ispyb_database_url: str = _setting(
+        "",
+        "SQLAlchemy URL of the ISPyB database `marco-svc export ispyb --call` writes "
+        "auto-scores to, e.g. mysql+pymysql://USER:PASSWORD@HOST/ispyb (install the driver).",
+        secret=True,
+    )
     host: str = _setting("127.0.0.1", "Address `marco-svc serve` listens on.")
     port: int = _setting(8080, "Port `marco-svc serve` listens on.")
     threads: int = _setting(8, "Worker threads of the HTTP server.")
+    http_connection_limit: int = _setting(
+        1000, "Open connections the HTTP server holds; past it, new ones wait unanswered."
+    )
+    http_channel_timeout: int = _setting(
+        30, "Seconds after which the HTTP server closes an idle or stalled connection."
+    )
+    http_backlog: int = _setting(
+        1024, "Connections the operating system queues for the HTTP server to accept."
+    )
+    heatmap_workers: int = _setting(
+        1, "Heatmaps computed at once for HTTP requests (each is seconds of TensorFlow)."
+    )
+    heatmap_queue: int = _setting(
+        16, "Heatmap requests waiting for a worker; past it, requests are refused (503)."
+    )
+    heatmap_wait_seconds: float = _setting(
+        2.0, "How long a request waits for its heatmap before answering 202 (come back later)."
+    )
     auto_upgrade: bool = _setting(True, "Upgrade the database schema when the service starts.")
     max_image_pixels: int = _setting(
         60_000_000, "Largest image (width x height) accepted; larger is a recorded failure."

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, ClassVar
 
 from PIL import Image as PILImage
 
@@ -136,11 +136,18 @@ def read_image_file(given: Path, policy: FilePolicy) -> FileFacts:
 
 
 class NotServable(Exception):
-    """A stored image whose file may not (or can no longer) be served; `status` is HTTP's."""
+    """A stored image whose file may not (or can no longer) be served; `status` is HTTP's,
+    `public` the reason without server paths (for callers who may not see them)."""
+
+    PUBLIC: ClassVar[dict[int, str]] = {
+        403: "the file may not be served",
+        410: "the file is gone or no longer an image",
+    }
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status
+        self.public = self.PUBLIC.get(status, "the file cannot be served")
 
 
 def open_servable(uri: str, roots: Sequence[Path]) -> tuple[BinaryIO, str]:

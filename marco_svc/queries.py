@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from marco_svc.db.models import (
@@ -21,7 +21,7 @@ from marco_svc.db.models import (
 )
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
 
 
@@ -29,14 +29,17 @@ def score_dict(score: Score | None) -> dict[str, Any] | None:
     if score is None:
         return None
     return {
+        "id": score.id,
         "model": f"{score.model_version.name}:{score.model_version.version}",
+        "model_version_id": score.model_version_id,
         "top_class": score.top_class,
         "p_crystal": score.p_crystal,
         "hit": score.hit,
         "probabilities": score.probabilities,
         "rule": score.rule,
         "quality": score.quality,
-        "scored_at": _iso(score.updated_at),
+        "source": score.source,
+        "scored_at": iso(score.updated_at),
     }
 
 
@@ -58,15 +61,16 @@ def latest_scores(session: Session, image_ids: Iterable[int]) -> dict[int, Score
     return best
 
 
-_IMAGE_LOADS = (
+IMAGE_LOADS = (
     selectinload(Image.inspection).selectinload(Inspection.plate),
     selectinload(Image.drop),
 )
 
 
-def image_dict(image: Image, score: Score | None) -> dict[str, Any]:
+def image_dict(image: Image, score: Score | None, with_path: bool = True) -> dict[str, Any]:
+    """An image as JSON; `with_path=False` leaves out its path on the server."""
     inspection, drop = image.inspection, image.drop
-    return {
+    body = {
         "id": image.id,
         "path": image.uri,
         "barcode": inspection.plate.barcode if inspection else None,
@@ -74,7 +78,7 @@ def image_dict(image: Image, score: Score | None) -> dict[str, Any]:
         "drop": drop.drop_number if drop else None,
         "inspection": {
             "id": inspection.id,
-            "imaged_at": _iso(inspection.imaged_at),
+            "imaged_at": iso(inspection.imaged_at),
             "imager": inspection.imager,
             "external_id": inspection.external_id,
         }
@@ -87,20 +91,50 @@ def image_dict(image: Image, score: Score | None) -> dict[str, Any]:
         "height": image.height,
         "status": image.status,
         "error": image.error,
-        "created_at": _iso(image.created_at),
+        "created_at": iso(image.created_at),
         "score": score_dict(score),
     }
+    if not with_path:
+        del body["path"]
+    return body
 
 
-def plate_summary(plate: Plate, image_count: int) -> dict[str, Any]:
+def plate_dict(plate: Plate) -> dict[str, Any]:
     return {
         "barcode": plate.barcode,
         "plate_type": plate.plate_type,
         "wells": plate.wells,
         "drops_per_well": plate.drops,
-        "image_count": image_count,
-        "created_at": _iso(plate.created_at),
+        "created_at": iso(plate.created_at),
     }
+
+
+def plate_summary(plate: Plate, image_count: int) -> dict[str, Any]:
+    return {**plate_dict(plate), "image_count": image_count}
+
+
+def placed_images(plate_id: int | None = None, inspection_id: int | None = None) -> Select:
+    """Images that have a drop, of one plate or inspection, in time then well order."""
+    query = (
+        select(Image)
+        .options(*IMAGE_LOADS)
+        .join(Inspection, Image.inspection_id == Inspection.id)
+        .join(Drop, Image.drop_id == Drop.id)
+        .order_by(
+            Inspection.imaged_at,
+            Drop.row_index,
+            Drop.column_number,
+            Drop.drop_number,
+            Image.imaging_mode,
+            Image.version,
+            Image.id,
+        )
+    )
+    if plate_id is not None:
+        query = query.where(Inspection.plate_id == plate_id)
+    if inspection_id is not None:
+        query = query.where(Image.inspection_id == inspection_id)
+    return query
 
 
 def list_plates(session: Session) -> list[dict[str, Any]]:
@@ -123,22 +157,7 @@ def plate_detail(session: Session, barcode: str) -> dict[str, Any] | None:
     plate = session.scalar(select(Plate).where(Plate.barcode == barcode))
     if plate is None:
         return None
-    images = list(
-        session.scalars(
-            select(Image)
-            .options(*_IMAGE_LOADS)
-            .join(Inspection, Image.inspection_id == Inspection.id)
-            .join(Drop, Image.drop_id == Drop.id)
-            .where(Inspection.plate_id == plate.id)
-            .order_by(
-                Inspection.imaged_at,
-                Drop.row_index,
-                Drop.column_number,
-                Drop.drop_number,
-                Image.version,
-            )
-        )
-    )
+    images = list(session.scalars(placed_images(plate_id=plate.id)))
     scores = latest_scores(session, (image.id for image in images))
     inspections = session.scalars(
         select(Inspection).where(Inspection.plate_id == plate.id).order_by(Inspection.imaged_at)
@@ -148,7 +167,7 @@ def plate_detail(session: Session, barcode: str) -> dict[str, Any] | None:
         "inspections": [
             {
                 "id": i.id,
-                "imaged_at": _iso(i.imaged_at),
+                "imaged_at": iso(i.imaged_at),
                 "imager": i.imager,
                 "external_id": i.external_id,
             }
@@ -163,7 +182,7 @@ def list_images(
 ) -> list[dict[str, Any]]:
     if status is not None and status not in IMAGE_STATUSES:
         raise ValueError(f"unknown status {status!r} (one of {', '.join(IMAGE_STATUSES)})")
-    query = select(Image).options(*_IMAGE_LOADS).order_by(Image.id)
+    query = select(Image).options(*IMAGE_LOADS).order_by(Image.id)
     if status is not None:
         query = query.where(Image.status == status)
     if limit is not None:
@@ -173,9 +192,22 @@ def list_images(
     return [image_dict(image, scores.get(image.id)) for image in images]
 
 
-def image_detail(session: Session, image_id: int) -> dict[str, Any] | None:
+def human_score_dict(human: HumanScore) -> dict[str, Any]:
+    return {
+        "id": human.id,
+        "image_id": human.image_id,
+        "label": human.label,
+        "scheme": human.scheme,
+        "who": human.who,
+        "source": human.source,
+        "at": iso(human.created_at),
+        "updated_at": iso(human.updated_at),
+    }
+
+
+def image_detail(session: Session, image_id: int, with_path: bool = True) -> dict[str, Any] | None:
     """One image with every model's score and every human label."""
-    image = session.scalar(select(Image).options(*_IMAGE_LOADS).where(Image.id == image_id))
+    image = session.scalar(select(Image).options(*IMAGE_LOADS).where(Image.id == image_id))
     if image is None:
         return None
     scores = session.scalars(
@@ -189,41 +221,7 @@ def image_detail(session: Session, image_id: int) -> dict[str, Any] | None:
     )
     best = latest_scores(session, [image_id]).get(image_id)
     return {
-        **image_dict(image, best),
+        **image_dict(image, best, with_path),
         "scores": [score_dict(score) for score in scores],
-        "human_scores": [
-            {
-                "label": h.label,
-                "scheme": h.scheme,
-                "who": h.who,
-                "source": h.source,
-                "at": _iso(h.created_at),
-            }
-            for h in humans
-        ],
-    }
-
-
-def hits_since(session: Session, version_id: int | None, cursor: int, limit: int) -> dict[str, Any]:
-    """Hits of one model version (the one that scores now) with a score id above `cursor`,
-    oldest first, and the next cursor. Only new scores move the cursor; a hit re-decided
-    later is not sent again."""
-    rows = list(
-        session.scalars(
-            select(Score)
-            .options(joinedload(Score.model_version))
-            .where(Score.model_version_id == version_id, Score.hit, Score.id > cursor)
-            .order_by(Score.id)
-            .limit(limit)
-        )
-    )
-    images = {
-        image.id: image
-        for image in session.scalars(
-            select(Image).options(*_IMAGE_LOADS).where(Image.id.in_([s.image_id for s in rows]))
-        )
-    }
-    return {
-        "hits": [image_dict(images[s.image_id], s) for s in rows],
-        "cursor": rows[-1].id if rows else cursor,
+        "human_scores": [human_score_dict(h) for h in humans],
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from marco_svc.runtime import Runtime
+from marco_svc.scoring.heatmap_jobs import HeatmapJobs
 
 if TYPE_CHECKING:  # both pull in heavy imports (watchdog, TensorFlow) only when used
     from marco_svc.scoring.worker import ScoringWorker
@@ -29,15 +30,21 @@ class Trouble:
 
 
 class Service:
-    """The runtime plus an optional watcher and scoring worker, started and stopped together."""
+    """The runtime plus an optional watcher and scoring worker, started and stopped together,
+    and the pool that computes heatmaps asked for over HTTP (`heatmap_jobs`)."""
 
     def __init__(
         self,
         runtime: Runtime,
         watcher: Watcher | None = None,
         scorer: ScoringWorker | None = None,
+        heatmap_jobs: HeatmapJobs | None = None,
     ) -> None:
         self.runtime, self.watcher, self.scorer = runtime, watcher, scorer
+        if heatmap_jobs is None:
+            settings = runtime.settings
+            heatmap_jobs = HeatmapJobs(settings.heatmap_workers, settings.heatmap_queue)
+        self.heatmap_jobs = heatmap_jobs
         self._started = False
 
     @classmethod
@@ -81,7 +88,8 @@ class Service:
             self.watcher.start()
 
     def stop(self) -> None:
-        """Stop watching (the file in hand is finished), then scoring."""
+        """Stop watching (the file in hand is finished), then scoring, then heatmap jobs
+        (queued ones are cancelled, a running one is finished)."""
         if not self._started:
             return
         self._started = False
@@ -89,6 +97,7 @@ class Service:
             self.watcher.stop()
         if self.scorer is not None:
             self.scorer.stop()
+        self.heatmap_jobs.close()
 
     def __enter__(self) -> Service:
         self.start()

@@ -98,3 +98,14 @@ def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.05)
+
+
+def api_client(service: Any, role: str = "admin", name: str | None = None) -> Any:
+    """A Flask test client of the service's app that sends a new token of `role`."""
+    from marco_svc import tokens
+    from marco_svc.api import create_app
+
+    _, secret = tokens.create(service.runtime.db, role, name)
+    client = create_app(service).test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    return client

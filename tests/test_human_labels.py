@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from imager_adapters.record import ImageRecord
+from marco_svc import feed
 from marco_svc.cli import cli
 from marco_svc.db.models import HumanScore
 from marco_svc.ingest import ingest
@@ -69,6 +70,8 @@ def seed(runtime: Runtime, folder: Path) -> dict[str, Path]:
                         who="ada",
                         source="web",
                         created_at=created_at,
+                        updated_at=created_at,
+                        feed_seq=next(feed.claim(session, feed.HUMAN_SCORES)),
                     )
                 )
     paths["gone"].unlink()

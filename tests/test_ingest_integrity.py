@@ -34,7 +34,7 @@ from marco_svc.runtime import Runtime, open_runtime
 from marco_svc.service import Service
 from marco_svc.watch import Watcher, WatchOptions
 from tests.conftest import ROOT
-from tests.helpers import jpeg_bytes, run_cli, wait_for, write_jpeg
+from tests.helpers import api_client, jpeg_bytes, run_cli, wait_for, write_jpeg
 
 TOKEN = "robot-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -60,7 +60,7 @@ def image(runtime: Runtime, image_id: int) -> Image:
 @pytest.fixture
 def app(settings: Settings) -> Iterator[tuple[Runtime, FlaskClient]]:
     runtime = open_runtime(dataclasses.replace(settings, api_tokens=[TOKEN]))
-    yield runtime, create_app(Service(runtime)).test_client()
+    yield runtime, api_client(Service(runtime), "admin")  # uploads send the robot TOKEN
     runtime.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -13,13 +14,12 @@ from sqlalchemy import func, select
 
 from imager_adapters.record import ImageRecord
 from marco_svc import registry
-from marco_svc.api import create_app
 from marco_svc.db.models import Heatmap, Image, Score
 from marco_svc.ingest import ingest
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.worker import ScoringWorker
 from marco_svc.service import Service
-from tests.helpers import cli_json, run_cli, wait_for, write_jpeg
+from tests.helpers import api_client, cli_json, run_cli, wait_for, write_jpeg
 from tests.nets_helpers import write_model_folder
 from tests.test_watch_cli import free_port, healthz, service, stop
 
@@ -111,12 +111,17 @@ def scored(runtime: Runtime, tmp_path: Path, tiny_models: list[Path]) -> list[in
 
 
 def test_scores_api(runtime: Runtime, scored: list[int]) -> None:
-    client: FlaskClient = create_app(Service(runtime)).test_client()
+    client: FlaskClient = api_client(Service(runtime), "lims")
 
     def get(url: str):
-        with client.get(url) as answer:  # closes streamed files
-            answer.get_data()
-            return answer
+        for _ in range(600):  # a heatmap being computed answers 202 + Retry-After
+            with client.get(url) as answer:  # closes streamed files
+                answer.get_data()
+            if answer.status_code != 202:
+                return answer
+            assert int(answer.headers["Retry-After"]) >= 1
+            time.sleep(0.2)
+        raise AssertionError(f"{url} still computing")
 
     detail = client.get(f"/api/v1/images/{scored[0]}").get_json()
     assert detail["well"] == "C1" and detail["score"]["model"] == "tiny:1"
@@ -137,9 +142,9 @@ def test_scores_api(runtime: Runtime, scored: list[int]) -> None:
 
     page = client.get("/api/v1/hits?limit=2").get_json()
     assert [h["id"] for h in page["hits"]] == scored[:2]
-    rest = client.get(f"/api/v1/hits?since={page['cursor']}").get_json()
+    rest = client.get(f"/api/v1/hits?since={page['next']}").get_json()
     assert [h["id"] for h in rest["hits"]] == scored[2:]
-    assert client.get(f"/api/v1/hits?since={rest['cursor']}").get_json()["hits"] == []
+    assert client.get(f"/api/v1/hits?since={rest['next']}").get_json()["hits"] == []
     assert client.get("/api/v1/hits?since=x").status_code == 422
 
 
@@ -187,7 +192,11 @@ def test_serve_scores_what_it_watches(
         assert health["scorer"]["model"] == "tiny:1" and health["scorer"]["running"]
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/hits") as answer:
+        lims = run_cli("tokens", "create", "--role", "lims", env=env).stdout.splitlines()[-1]
+        poll = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/v1/hits", headers={"Authorization": f"Bearer {lims}"}
+        )
+        with urllib.request.urlopen(poll) as answer:
             hits = json.load(answer)["hits"]
         assert sorted(h["well"] for h in hits) == ["A1", "A2", "A3"]
         stop(process)

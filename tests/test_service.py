@@ -6,11 +6,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from marco_svc.api import create_app
 from marco_svc.config import Settings
 from marco_svc.runtime import open_runtime
 from marco_svc.service import Service
-from tests.helpers import wait_for, write_jpeg
+from tests.helpers import api_client, wait_for, write_jpeg
 
 PLATE = "90j8_2018-04-11_RI1000-0081-2drop"
 
@@ -35,7 +34,7 @@ def test_a_service_starts_watches_reports_and_stops(settings: Settings, tmp_path
     )
     runtime = open_runtime(changed)
     service = Service.assemble(runtime)
-    client = create_app(service).test_client()
+    client = api_client(service, "lims")
     try:
         with service:
             service.start()  # a second start is a no-op

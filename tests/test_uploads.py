@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from marco_svc import tokens
 from marco_svc.api import create_app
 from marco_svc.config import Settings
 from marco_svc.db.models import Image, Inspection, Plate, Upload
@@ -140,11 +141,15 @@ def test_metadata_may_come_as_a_file_part(app: tuple[Runtime, FlaskClient]) -> N
     assert answer.get_json()["images"][0]["well"] == "H12"
 
 
-def test_writes_need_a_configured_token(settings: Settings) -> None:
+def test_writes_need_a_robot_token(settings: Settings) -> None:
     runtime, client = open_app(settings, api_tokens=[])
     try:
         refused = post(client, form(metadata(), THREE))
-        assert refused.status_code == 403 and "api_tokens" in refused.get_json()["detail"]
+        assert refused.status_code == 401 and refused.get_json()["title"] == "Invalid token"
+        _, lims = tokens.create(runtime.db, "lims")
+        forbidden = post(client, form(metadata(), THREE), {"Authorization": f"Bearer {lims}"})
+        assert forbidden.status_code == 403 and "robot" in forbidden.get_json()["detail"]
+        assert count(runtime, Image) == 0
     finally:
         runtime.close()
     runtime, client = open_app(settings)

@@ -92,9 +92,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def healthz(port: int) -> dict | None:
+def healthz(port: int, token: str | None = None) -> dict | None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/healthz")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+        with urllib.request.urlopen(request, timeout=5) as answer:
             return json.load(answer)
     except (urllib.error.URLError, ConnectionError):
         return None
@@ -117,7 +120,10 @@ def test_serve_watches_the_configured_roots(cli_env: dict[str, str], tmp_path: P
             lambda: (h := healthz(port)) and h["watcher"]["counts"].get("created") == 1 and h,
             what="the served watcher to store the file",
         )
-        assert health["watcher"]["alive"] and health["watcher"]["roots"] == [str(root.resolve())]
+        assert health["watcher"]["alive"] and "roots" not in health["watcher"], "admins only"
+        admin = run_cli("tokens", "create", "--role", "admin", env=env).stdout.splitlines()[-1]
+        roots = healthz(port, admin)["watcher"]["roots"]
+        assert roots == [str(root.resolve())]
         out, err = stop(process)
     assert "marco-svc stopped" in out
     assert "watcher stopped" in err

@@ -1,5 +1,6 @@
-"""GET /healthz: the service answers, its database is reachable, its watcher (if any) runs
-and its work loop keeps coming round (a heartbeat)."""
+"""GET /healthz (no token): the service answers, its database is reachable, its watcher (if
+any) runs and its work loop keeps coming round (a heartbeat). The watched folders are shown
+to admin tokens only."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from flask import Blueprint
 from sqlalchemy import text
 
 from marco_svc import __version__
+from marco_svc.api.access import Permission, may
 from marco_svc.api.context import db_session, runtime, service
 from marco_svc.api.problems import problem_response
 from marco_svc.db import migrate
@@ -30,6 +32,8 @@ def healthz():
         "schema": revision,
     }
     parts = service().status()
+    if "watcher" in parts and not may(Permission.ADMIN):
+        parts["watcher"] = {k: v for k, v in parts["watcher"].items() if k != "roots"}
     trouble = service().trouble()
     if trouble is not None:
         return problem_response(503, trouble.title, trouble.detail, **parts)
@@ -38,16 +42,19 @@ def healthz():
 
 @blueprint.get("/")
 def index():
-    """Where to go from here."""
+    """Where to go from here (public: it names no data)."""
     return {
         "service": "marco-svc",
         "version": __version__,
         "links": {
             "health": "/healthz",
+            "openapi": "/api/v1/openapi.json",
             "plates": "/api/v1/plates",
             "images": "/api/v1/images",
             "failed images": "/api/v1/images?status=failed",
             "hits (LIMS feed)": "/api/v1/hits?since=0",
+            "scores (LIMS feed)": "/api/v1/scores?since=0",
             "robot upload": "POST /api/v1/inspections",
         },
+        "auth": "Authorization: Bearer <token> (marco-svc tokens create --role ROLE)",
     }

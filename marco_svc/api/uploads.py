@@ -27,7 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, request
+from flask import request
+from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
@@ -36,15 +37,16 @@ from werkzeug.formparser import FormDataParser
 
 from imager_adapters.manifest import ManifestEntry, ManifestError, parse_manifest
 from imager_adapters.registry import IMAGE_SUFFIXES
-from marco_svc.api.auth import write_access
+from marco_svc.api.access import Permission, current_caller, guarded
 from marco_svc.api.context import db_session, runtime
-from marco_svc.api.problems import Problem
+from marco_svc.api.problems import Problem, problem_doc
+from marco_svc.api.shapes import UploadResult
 from marco_svc.db.models import Upload
 from marco_svc.file_store import atomic_write
 from marco_svc.ingest import ingest
 from marco_svc.ingest_files import file_policy
 
-blueprint = Blueprint("uploads", __name__)
+blueprint = Blueprint("uploads", __name__, description="Robot uploads of inspections")
 KIND = "inspection"
 CHUNK = 1024 * 1024
 DISAGREE = "Files and metadata disagree"
@@ -111,8 +113,10 @@ def _form(max_bytes: int, max_images: int) -> tuple[Any, list[Part]]:
         raise Problem(422, "Invalid metadata", "no part 'metadata' (JSON) in the request")
     try:
         metadata = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of over 4,300 digits
         raise Problem(422, "Invalid metadata", f"metadata is not JSON: {exc}") from None
+    except RecursionError:
+        raise Problem(422, "Invalid metadata", "metadata is nested too deeply") from None
     parts = [(field, storage) for field, storage in files.items(multi=True) if field != "metadata"]
     return metadata, parts
 
@@ -193,9 +197,13 @@ def _idempotency_key() -> str | None:
     return key
 
 
-def _replay(key: str, request_sha: str) -> tuple[dict[str, Any], int, dict[str, str]] | None:
+def _replay(
+    scope: str, key: str, request_sha: str
+) -> tuple[dict[str, Any], int, dict[str, str]] | None:
     with db_session() as session:
-        stored = session.scalar(select(Upload).where(Upload.idempotency_key == key))
+        stored = session.scalar(
+            select(Upload).where(Upload.scope == scope, Upload.idempotency_key == key)
+        )
     if stored is None:
         return None
     if stored.kind != KIND or stored.request_sha256 != request_sha:
@@ -207,9 +215,32 @@ def _replay(key: str, request_sha: str) -> tuple[dict[str, Any], int, dict[str, 
     return stored.response, stored.status_code, {"Idempotent-Replayed": "true"}
 
 
-@blueprint.post("/inspections")
-@write_access
+UPLOAD_FORM = {
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["metadata"],
+                "properties": {
+                    "metadata": {"type": "string", "description": "the manifest, as JSON"}
+                },
+                "additionalProperties": {"type": "string", "format": "binary"},
+            }
+        }
+    }
+}
+
+
+@blueprint.route("/inspections", methods=["POST"])
+@guarded(blueprint, Permission.UPLOAD)
+@blueprint.doc(requestBody=UPLOAD_FORM)
+@blueprint.response(201, UploadResult, description="something new was stored")
+@blueprint.alt_response(200, schema=UploadResult, description="everything was already stored")
+@blueprint.alt_response(413, **problem_doc("over upload_max_bytes or upload_max_images"))
 def upload_inspection():
+    """Upload one inspection's images with their manifest (see the module docs); the
+    `Idempotency-Key` header makes a retry safe (keys are scoped per token)."""
+    scope = current_caller().scope
     max_bytes, max_images = _limits()
     key = _idempotency_key()
     metadata, parts = _form(max_bytes, max_images)
@@ -224,7 +255,7 @@ def upload_inspection():
     pairs = _pair(entries, parts)
     digests = [_digest(storage) for _, (_, storage) in pairs]
     request_sha = _request_sha(metadata, pairs, digests)
-    if key is not None and (replay := _replay(key, request_sha)) is not None:
+    if key is not None and (replay := _replay(scope, key, request_sha)) is not None:
         return replay
 
     rt = runtime()
@@ -265,6 +296,7 @@ def upload_inspection():
             with db_session() as session:
                 session.add(
                     Upload(
+                        scope=scope,
                         idempotency_key=key,
                         kind=KIND,
                         request_sha256=request_sha,
@@ -273,7 +305,7 @@ def upload_inspection():
                     )
                 )
         except IntegrityError:  # the same key answered meanwhile (a concurrent retry)
-            replay = _replay(key, request_sha)
+            replay = _replay(scope, key, request_sha)
             if replay is not None:
                 return replay
             raise

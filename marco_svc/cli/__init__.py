@@ -13,6 +13,7 @@ from marco_svc.cli import (
     db,
     demo,
     evaluate,
+    export,
     images,
     ingest,
     labels,
@@ -23,6 +24,7 @@ from marco_svc.cli import (
     serve,
     settings,
     synth,
+    tokens,
     train,
     watch,
 )
@@ -77,11 +79,13 @@ for module in (
     score,
     scores,
     evaluate,
+    export,
     labels,
     settings,
     demo,
     synth,
     train,
+    tokens,
 ):
     cli.add_command(module.command)
 

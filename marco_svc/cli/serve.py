@@ -20,7 +20,8 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
 
     With the setting watch_roots, images arriving there are ingested as by
     `marco-svc watch`, in a background thread; new images are scored by the active
-    model in another (setting scoring_enabled).
+    model in another (setting scoring_enabled). waitress's limits (connections, idle
+    timeout, request body size) follow the settings: see marco_svc/http_server.py.
     """
     state.long_running = True
     settings = state.settings
@@ -29,11 +30,20 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     import waitress
 
     from marco_svc.api import create_app
+    from marco_svc.http_server import raise_open_files_limit, waitress_options
     from marco_svc.service import Service
 
     runtime = state.runtime()
     service = Service.assemble(runtime)
     app = create_app(service)
+    options = waitress_options(settings)
+    open_files = raise_open_files_limit(options["connection_limit"])
+    if open_files is not None and 0 <= open_files < options["connection_limit"] + 64:
+        click.echo(
+            f"warning: only {open_files} open files allowed (ulimit -n); fewer than "
+            f"http_connection_limit={options['connection_limit']} connections will fit",
+            err=True,
+        )
     click.echo(
         f"marco-svc serving on http://{host}:{port}/ "
         f"(database: {runtime.db.url.render_as_string(hide_password=True)})"
@@ -41,7 +51,7 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     with interrupt_on_sigterm(), service:
         if service.watcher is not None:
             click.echo(f"watching {', '.join(service.watcher.roots)}")
-        waitress.serve(app, host=host, port=port, threads=settings.threads, ident="marco-svc")
+        waitress.serve(app, host=host, port=port, **options)
     click.echo("marco-svc stopped")
 
 

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -200,6 +201,9 @@ class Score(Base):
     quality: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     latency_ms: Mapped[float | None] = mapped_column(Float)
     source: Mapped[str] = mapped_column(String(32), default="server")
+    # The score's place in the results feed, in commit order (marco_svc.feed); a changed
+    # result takes a new place.
+    feed_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -208,7 +212,7 @@ class Score(Base):
 
 
 class HumanScore(Base):
-    """A person's label for an image (a correction in the web page, or imported)."""
+    """A person's label for an image on a scale (`scheme`): a correction, or imported."""
 
     __tablename__ = "human_scores"
 
@@ -218,7 +222,10 @@ class HumanScore(Base):
     scheme: Mapped[str] = mapped_column(String(16))
     who: Mapped[str] = mapped_column(String(128), default="")
     source: Mapped[str] = mapped_column(String(32), default="web")
+    # Place in the human-scores feed, in commit order; a changed label takes a new place.
+    feed_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Heatmap(Base):
@@ -242,14 +249,41 @@ class Heatmap(Base):
 
 
 class Upload(Base):
-    """A robot or edge-agent request already answered, kept by its idempotency key."""
+    """A robot or edge-agent request already answered, kept by its idempotency key, which is
+    scoped per token (`scope`: one token's key never replays another token's answer)."""
 
     __tablename__ = "uploads"
+    __table_args__ = (UniqueConstraint("scope", "idempotency_key", name="uq_uploads_scope_key"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    scope: Mapped[str] = mapped_column(String(80), default="")
+    idempotency_key: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(32))
     request_sha256: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token with one role; only its SHA-256 is stored (the token is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class FeedCounter(Base):
+    """The last position handed out on one feed (scores, human_scores). Claiming positions
+    locks the row until commit, so positions are in commit order."""
+
+    __tablename__ = "feed_counters"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -75,14 +75,25 @@ def _grey(x: np.ndarray) -> np.ndarray:
     return np.clip((grey + 1.0) * 127.5, 0, 255).astype(np.uint8)
 
 
-def compute(
+@dataclass(frozen=True)
+class _Wanted:
+    label: str
+    scheme: str
+    heads: dict[str, list[str]]
+    params: SmoothGradParams
+    key: str
+    uri: str
+    cached: HeatmapFile | None
+
+
+def _wanted(
     runtime: Runtime,
     image_id: int,
     version: ModelVersion,
-    class_label: str | None = None,
-    params: SmoothGradParams | None = None,
-) -> HeatmapFile:
-    """The heatmap PNG for one image, from the cache or computed now."""
+    class_label: str | None,
+    params: SmoothGradParams | None,
+) -> _Wanted:
+    """Which heatmap a request means (the class checked), and its cached file if any."""
     params = params or SmoothGradParams(n=runtime.settings.smoothgrad_samples)
     key = params_key(params)
     with runtime.db.session() as session:
@@ -103,10 +114,40 @@ def compute(
         if scheme not in heads or label not in heads[scheme]:
             known = ", ".join(label for labels in heads.values() for label in labels)
             raise HeatmapError(f"{version.name}:{version.version} has no class {label!r} ({known})")
-        cached = _heatmap_row(session, image_id, version.id, label, key)
-        if cached is not None and Path(cached.path).is_file():
-            return HeatmapFile(Path(cached.path), label, cached.params, True)
-        uri = image.uri
+        row = _heatmap_row(session, image_id, version.id, label, key)
+        cached = None
+        if row is not None and Path(row.path).is_file():
+            cached = HeatmapFile(Path(row.path), label, row.params, True)
+        return _Wanted(label, scheme, heads, params, key, image.uri, cached)
+
+
+def cached(
+    runtime: Runtime, image_id: int, version: ModelVersion, class_label: str | None = None
+) -> HeatmapFile | None:
+    """The cached heatmap PNG, or None when it must be computed (HeatmapError when it
+    cannot be: unknown image or class, failed image)."""
+    return _wanted(runtime, image_id, version, class_label, None).cached
+
+
+def compute(
+    runtime: Runtime,
+    image_id: int,
+    version: ModelVersion,
+    class_label: str | None = None,
+    params: SmoothGradParams | None = None,
+) -> HeatmapFile:
+    """The heatmap PNG for one image, from the cache or computed now."""
+    wanted = _wanted(runtime, image_id, version, class_label, params)
+    if wanted.cached is not None:
+        return wanted.cached
+    label, scheme, heads, params, key, uri = (
+        wanted.label,
+        wanted.scheme,
+        wanted.heads,
+        wanted.params,
+        wanted.key,
+        wanted.uri,
+    )
     model = _stored_model(runtime, version)
     preprocessing = from_spec(model.card.preprocessing)
     try:

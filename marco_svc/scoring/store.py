@@ -15,6 +15,7 @@ from sqlalchemy import case, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from marco_svc import feed
 from marco_svc.db.models import (
     Drop,
     Image,
@@ -84,6 +85,7 @@ def save_scores(
     points = model.card.get("operating_points", {})
     written = 0
     with db.session() as session:
+        positions = feed.claim(session, feed.SCORES, len(results))
         for result in results:
             rule = rules.for_barcode(barcodes.get(result.image_id))
             decision = decide(result.probabilities, rule, points)
@@ -96,6 +98,7 @@ def save_scores(
                 "quality": result.quality,
                 "latency_ms": result.latency_ms,
                 "source": source,
+                "feed_seq": next(positions),
             }
             existing = session.scalar(
                 select(Score).where(
@@ -138,13 +141,20 @@ def redecide(db: Database, rules: LabRules, batch: int = 500) -> dict[str, int]:
                 .order_by(Score.id)
                 .limit(batch)
             ).all()
+            changed = []
             for score, barcode, card in rows:
                 rule: CrystalRule = rules.for_barcode(barcode)
                 decision = decide(score.probabilities, rule, (card or {}).get("operating_points"))
                 if decision.hit != score.hit or decision.rule != score.rule:
                     score.hit, score.rule = decision.hit, decision.rule
-                    counts["changed"] += 1
+                    changed.append(score)
                 counts["scores"] += 1
                 last_id = score.id
+            # a re-decided score is a new result: it moves to the end of the feed
+            with session.no_autoflush:  # the counter first, as every writer locks it
+                positions = feed.claim(session, feed.SCORES, len(changed))
+            for score, position in zip(changed, positions, strict=True):
+                score.feed_seq = position
+            counts["changed"] += len(changed)
         if len(rows) < batch:
             return counts
