@@ -41,11 +41,12 @@ def seed_scored_plate(runtime: Runtime, tmp_path: Path) -> dict[str, Any]:
     with runtime.db.session() as session:
         model = session.scalar(select(ModelVersion).where(ModelVersion.name == "seeded"))
     ids: dict[tuple[int, str], int] = {}
+    served = runtime.settings.resolved_data_dir / "seed"  # data_dir is a served folder
     for day, at in enumerate(DAYS):
         results = []
         for n, well in enumerate(WELLS):
             record = ImageRecord(
-                path=write_jpeg(tmp_path / f"d{day}" / f"{well}.jpg", seed=10 * day + n),
+                path=write_jpeg(served / f"d{day}" / f"{well}.jpg", seed=10 * day + n),
                 barcode=BARCODE,
                 well=well,
                 drop=1,

@@ -14,10 +14,10 @@ from functools import wraps
 from typing import Any
 
 from flask import g, request
-from flask_smorest import Blueprint
 
 from marco_svc import tokens
 from marco_svc.api.context import runtime
+from marco_svc.api.params import ApiBlueprint
 from marco_svc.api.problems import Problem, problem_doc
 from marco_svc.tokens import Caller, Role
 
@@ -90,7 +90,7 @@ def require(permission: Permission) -> Caller:
     return caller
 
 
-def guarded(blueprint: Blueprint, permission: Permission) -> Callable[[Any], Any]:
+def guarded(blueprint: ApiBlueprint, permission: Permission) -> Callable[[Any], Any]:
     """Decorate a view: require `permission`, and document the token and the 401/403."""
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:

@@ -7,16 +7,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import marshmallow as ma
-from flask_smorest import Blueprint
 
 from marco_svc import feed
 from marco_svc.api.access import Permission, guarded, may
 from marco_svc.api.context import db_session
 from marco_svc.api.models import scoring_version_id, version_id_of
-from marco_svc.api.params import FeedArgs, model_field, text_field
+from marco_svc.api.params import ApiBlueprint, FeedArgs, model_field, text_field
 from marco_svc.api.shapes import HitsFeed, ScoresFeed
 
-blueprint = Blueprint("feeds", __name__, description="Results feeds for LIMS polling")
+blueprint = ApiBlueprint("feeds", __name__, description="Results feeds for LIMS polling")
 
 
 class FeedFilterArgs(FeedArgs):

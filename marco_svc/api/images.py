@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import marshmallow as ma
 from flask import Response, send_file
-from flask_smorest import Blueprint
 
 from marco_svc import human_scores, listing, queries
 from marco_svc.api.access import Permission, current_caller, guarded, may
 from marco_svc.api.context import db_session, runtime, service
 from marco_svc.api.models import scoring_version_id, version_id_of
 from marco_svc.api.params import (
+    ApiBlueprint,
     FeedArgs,
     PageArgs,
     QueryArgs,
@@ -34,7 +34,7 @@ from marco_svc.labels import SCHEMES
 from marco_svc.scoring import heatmaps
 from marco_svc.scoring.heatmap_jobs import HeatmapUnavailable, Pending
 
-blueprint = Blueprint("images", __name__, description="Images, heatmaps and human scores")
+blueprint = ApiBlueprint("images", __name__, description="Images, heatmaps and human scores")
 READ = Permission.READ
 BINARY = {"type": "string", "format": "binary"}
 
@@ -157,7 +157,7 @@ def _heatmap_version(ref: str | None) -> ModelVersion:
 @blueprint.response(200, BINARY, content_type="image/png", description="the heatmap overlay")
 @blueprint.alt_response(202, **problem_doc("computing; retry after"))
 @blueprint.alt_response(404, **problem_doc("no such image or model"))
-@blueprint.alt_response(503, **problem_doc("too many heatmaps queued"))
+@blueprint.alt_response(503, **problem_doc("too many queued, or the model cannot be loaded"))
 def heatmap(args: dict, image_id: int) -> Response:
     """The SmoothGrad heatmap of one image for one class. Cached ones come at once; others
     are computed by a bounded pool: 202 with Retry-After while one is being made."""
@@ -172,6 +172,11 @@ def heatmap(args: dict, image_id: int) -> Response:
                 lambda: heatmaps.compute(rt, image_id, version, class_label),
                 rt.settings.heatmap_wait_seconds,
             )
+    except heatmaps.HeatmapModelError as exc:
+        detail = (
+            str(exc) if may(Permission.ADMIN) else f"{version.name}:{version.version} cannot load"
+        )
+        raise Problem(503, "Heatmap model unavailable", detail) from None
     except heatmaps.HeatmapError as exc:
         status = 404 if str(exc).startswith("no image") else 422
         raise Problem(status, "No heatmap", str(exc)) from None

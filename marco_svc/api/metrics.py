@@ -9,17 +9,17 @@ from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, g, request
-from flask_smorest import Blueprint
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from marco_svc.api.access import Permission, guarded
+from marco_svc.api.params import ApiBlueprint
 from marco_svc.db.models import Image, ImageStatus, Score
 from marco_svc.service import Service
 
-blueprint = Blueprint("metrics", __name__, description="Prometheus metrics")
+blueprint = ApiBlueprint("metrics", __name__, description="Prometheus metrics")
 LATENCY_SAMPLE = 1000
 
 

@@ -3,20 +3,19 @@ one (admin: the model that scores new images from then on)."""
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from marco_svc import listing, registry
 from marco_svc.api.access import Permission, guarded
 from marco_svc.api.context import db_session, runtime
-from marco_svc.api.params import PageArgs, cursor_value
+from marco_svc.api.params import ApiBlueprint, PageArgs, cursor_value
 from marco_svc.api.problems import Problem, problem_doc
 from marco_svc.api.shapes import ModelDetailShape, ModelsPage
 from marco_svc.db.models import ModelVersion
 from marco_svc.registry.store import ModelStoreError, parse_ref
 
-blueprint = Blueprint("models", __name__, description="Model versions")
+blueprint = ApiBlueprint("models", __name__, description="Model versions")
 
 
 def version_id_of(session: Session, ref: str) -> int:

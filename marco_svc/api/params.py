@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import flask_smorest
 import marshmallow as ma
 from flask_smorest import Api
+from webargs.flaskparser import FlaskParser, abort
 from werkzeug.routing import BaseConverter, IntegerConverter, ValidationError
 
 MAX_ID = 2**31 - 1  # row ids are 32-bit integers on PostgreSQL
@@ -15,6 +18,27 @@ MAX_POSITION = 2**63 - 1  # feed positions are 64-bit
 MAX_LIMIT = 1000
 MAX_TEXT = 128
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f<>&\"'`\\]")
+
+
+class _SafeJsonParser(FlaskParser):
+    """webargs' parser, answering 422 (not 500) for JSON nested too deeply or holding an
+    integer of over 4,300 digits."""
+
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            abort(422, messages={"json": ["nested too deeply"]})
+        except ValueError as exc:
+            if isinstance(exc, (UnicodeDecodeError, json.JSONDecodeError)):
+                raise  # webargs answers these: 400 Invalid JSON body
+            abort(422, messages={"json": [str(exc).split(";")[0]]})
+
+
+class ApiBlueprint(flask_smorest.Blueprint):
+    """The resources' blueprint: flask-smorest's, with the hardened JSON parser."""
+
+    ARGUMENTS_PARSER = _SafeJsonParser()
 
 
 class IdConverter(IntegerConverter):

@@ -7,19 +7,25 @@ from __future__ import annotations
 import re
 
 from flask import Response, request
-from flask_smorest import Blueprint
 
 from marco_svc import ispyb, listing
 from marco_svc.api.access import Permission, guarded, may
 from marco_svc.api.context import db_session
 from marco_svc.api.models import version_id_of
-from marco_svc.api.params import PageArgs, QueryArgs, cursor_value, model_field, text_field
+from marco_svc.api.params import (
+    ApiBlueprint,
+    PageArgs,
+    QueryArgs,
+    cursor_value,
+    model_field,
+    text_field,
+)
 from marco_svc.api.problems import Problem, problem_doc
 from marco_svc.api.shapes import AutoScore, DropsPage, InspectionsPage, PlateDetailShape, PlatesPage
 from marco_svc.db.models import Inspection, Plate
 from marco_svc.plate_csv import plate_scores_csv
 
-blueprint = Blueprint("plates", __name__, description="Plates, inspections and their drops")
+blueprint = ApiBlueprint("plates", __name__, description="Plates, inspections and their drops")
 READ = Permission.READ
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from marco_svc.api.access import Permission, guarded
+from marco_svc.api.params import ApiBlueprint
 from marco_svc.api.problems import Problem, problem_doc
 from marco_svc.api.shapes import SchemeShape, SchemesList
 from marco_svc.ispyb import ISPYB_CLASSES
 from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4, SCHEMES, TEN_TO_FOUR
 
-blueprint = Blueprint("schemes", __name__, description="Score schemes and classes")
+blueprint = ApiBlueprint("schemes", __name__, description="Score schemes and classes")
 
 
 def _scheme(name: str) -> dict[str, Any]:

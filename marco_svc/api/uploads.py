@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import request
-from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import FileStorage
@@ -39,6 +38,7 @@ from imager_adapters.manifest import ManifestEntry, ManifestError, parse_manifes
 from imager_adapters.registry import IMAGE_SUFFIXES
 from marco_svc.api.access import Permission, current_caller, guarded
 from marco_svc.api.context import db_session, runtime
+from marco_svc.api.params import ApiBlueprint
 from marco_svc.api.problems import Problem, problem_doc
 from marco_svc.api.shapes import UploadResult
 from marco_svc.db.models import Upload
@@ -46,7 +46,7 @@ from marco_svc.file_store import atomic_write
 from marco_svc.ingest import ingest
 from marco_svc.ingest_files import file_policy
 
-blueprint = Blueprint("uploads", __name__, description="Robot uploads of inspections")
+blueprint = ApiBlueprint("uploads", __name__, description="Robot uploads of inspections")
 KIND = "inspection"
 CHUNK = 1024 * 1024
 DISAGREE = "Files and metadata disagree"

@@ -35,6 +35,10 @@ class HeatmapError(ValueError):
     """A heatmap that cannot be made (unknown image or class, no Keras artifact, ...)."""
 
 
+class HeatmapModelError(HeatmapError):
+    """The model's network cannot be loaded (a fault of the stored model, not the request)."""
+
+
 @dataclass(frozen=True)
 class HeatmapFile:
     path: Path
@@ -52,7 +56,11 @@ def keras_model(model: StoredModel) -> Any:
     """The full Keras network (logits included) of a stored model, loaded once."""
     if "keras" not in model.card.artifacts:
         raise HeatmapError(f"{model.ref} has no Keras artifact, so no gradients for heatmaps")
-    return load_keras(model.folder / model.card.artifacts["keras"].file)
+    path = model.folder / model.card.artifacts["keras"].file
+    try:
+        return load_keras(path)
+    except (OSError, ValueError) as exc:
+        raise HeatmapModelError(f"{model.ref}: its Keras network cannot be loaded: {exc}") from None
 
 
 def default_class(score: Score | None, heads: dict[str, list[str]]) -> str:
