@@ -38,6 +38,7 @@ run: install-server
 	  $(BIN)/marco-svc ingest "$(SHARED_PLATE)" || [ $$? -eq 3 ]; fi
 	@mkdir -p "$(DATA_DIR)/inbox"
 	@echo "data in $(DATA_DIR); drop imager folders into $(DATA_DIR)/inbox"
+	@echo "the API needs a token: $(BIN)/marco-svc tokens create --role scientist | tail -1"
 	MARCO_WATCH_ROOTS="$(DATA_DIR)/inbox" MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" \
 	  $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
 

@@ -162,7 +162,8 @@ class Settings:
     )
     api_tokens: list[str] = _setting(  # noqa: RUF009
         [],
-        "Bearer tokens allowed to write through the API (robot uploads); none: writes are refused.",
+        "Bearer tokens that act as role robot (uploads); `marco-svc tokens` makes tokens "
+        "of any role, stored hashed.",
         secret=True,
     )
     upload_max_bytes: int = _setting(
