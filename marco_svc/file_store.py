@@ -54,14 +54,17 @@ def prepare_data_dir(path: Path, group: str = "") -> None:
         os.chmod(path, mode)
 
 
-def atomic_write(target: Path, chunks: Iterable[bytes] | bytes, sync: bool = True) -> Path:
-    """Write `target` whole or not at all (a reader never sees half a file), mode 0640."""
+def atomic_write(
+    target: Path, chunks: Iterable[bytes] | bytes, sync: bool = True, mode: int = FILE_MODE
+) -> Path:
+    """Write `target` whole or not at all (a reader never sees half a file), mode 0640
+    unless `mode` says otherwise."""
     target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(handle, "wb") as out:
             if hasattr(os, "fchmod"):  # POSIX; Windows has no such modes
-                os.fchmod(out.fileno(), FILE_MODE)
+                os.fchmod(out.fileno(), mode)
             for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
                 out.write(chunk)
             out.flush()

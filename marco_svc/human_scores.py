@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from marco_svc import feed
 from marco_svc.db.models import HumanScore, Image, ImageStatus, utcnow
 from marco_svc.db.session import Database
-from marco_svc.labels import SCHEMES
+from marco_svc.labels import HUMAN_SCALES
 from marco_svc.queries import human_score_dict
 
 
@@ -38,12 +38,14 @@ class Written:
 
 def canonical(label: str, scheme: str) -> str:
     """The label as its scale spells it (case-insensitive match), else LabelError."""
-    if scheme not in SCHEMES:
-        raise LabelError(f"unknown scale {scheme!r} (known: {', '.join(SCHEMES)})")
-    for known in SCHEMES[scheme]:
+    if scheme not in HUMAN_SCALES:
+        raise LabelError(f"unknown scale {scheme!r} (known: {', '.join(HUMAN_SCALES)})")
+    for known in HUMAN_SCALES[scheme]:
         if known.casefold() == label.strip().casefold():
             return known
-    raise LabelError(f"{label!r} is not a label of {scheme} (labels: {', '.join(SCHEMES[scheme])})")
+    raise LabelError(
+        f"{label!r} is not a label of {scheme} (labels: {', '.join(HUMAN_SCALES[scheme])})"
+    )
 
 
 def put(db: Database, image_id: int, label: str, scheme: str, who: str, source: str) -> Written:

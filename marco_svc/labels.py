@@ -44,6 +44,35 @@ CRYSTAL_CLASSES_10: tuple[str, ...] = tuple(k for k, v in TEN_TO_FOUR.items() if
 
 SCHEMES: Mapping[str, tuple[str, ...]] = {MARCO4: MARCO4_LABELS, MERCK10: MERCK10_LABELS}
 
+# The manual scale of ISPyB's BLSampleImageScore (SynchWeb's keys 0-9), in score order.
+ISPYB10 = "ispyb10"
+ISPYB10_LABELS: tuple[str, ...] = (
+    "Clear",
+    "Contaminated",
+    "Light Precipitate",
+    "Heavy Precipitate",
+    "Phase Separation",
+    "Spherulites",
+    "Microcrystals",
+    "1D Crystals",
+    "2D Crystals",
+    "3D Crystals",
+)
+ISPYB10_TO_FOUR: Mapping[str, str] = {
+    "Clear": "Clear",
+    "Contaminated": "Other",
+    "Light Precipitate": "Precipitate",
+    "Heavy Precipitate": "Precipitate",
+    "Phase Separation": "Precipitate",  # as Merck's ten-way scheme maps it
+    "Spherulites": "Crystals",  # microcrystalline: a lead a crystallographer follows up
+    "Microcrystals": "Crystals",
+    "1D Crystals": "Crystals",
+    "2D Crystals": "Crystals",
+    "3D Crystals": "Crystals",
+}
+# The scales people score on: the model schemes and ISPyB's manual scale.
+HUMAN_SCALES: Mapping[str, tuple[str, ...]] = {**SCHEMES, ISPYB10: ISPYB10_LABELS}
+
 
 def labels_of(scheme: str) -> tuple[str, ...]:
     try:
@@ -69,8 +98,9 @@ def ten_to_four_matrix() -> np.ndarray:
 
 
 def to_four(probabilities: Mapping[str, float]) -> dict[str, float]:
-    """Sum ten-way probabilities into the four MARCO classes (four-way ones pass through)."""
-    if set(probabilities) <= set(MARCO4_LABELS):
+    """Sum ten-way probabilities into the four MARCO classes; four-way ones pass through
+    (a two-head model's: its four-way head)."""
+    if any(label in probabilities for label in MARCO4_LABELS):
         return {label: float(probabilities.get(label, 0.0)) for label in MARCO4_LABELS}
     four = dict.fromkeys(MARCO4_LABELS, 0.0)
     for label, p in probabilities.items():

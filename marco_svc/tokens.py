@@ -223,11 +223,18 @@ def authenticate(db: Database, configured: Sequence[str], presented: str) -> Cal
     caller = _configured_caller(configured, presented)
     if caller is not None:
         return caller
-    digest = token_sha256(presented)
+    return _stored_caller(db, ApiToken.token_sha256 == token_sha256(presented))
+
+
+def caller_by_id(db: Database, token_id: int) -> Caller | None:
+    """The caller of stored token `token_id` (a signed-in web session holds only the id),
+    or None once it is revoked."""
+    return _stored_caller(db, ApiToken.id == token_id)
+
+
+def _stored_caller(db: Database, which: Any) -> Caller | None:
     with db.session() as session:
-        row = session.scalars(
-            select(ApiToken).where(ApiToken.token_sha256 == digest, ApiToken.revoked_at.is_(None))
-        ).first()
+        row = session.scalars(select(ApiToken).where(which, ApiToken.revoked_at.is_(None))).first()
         if row is None:
             return None
         token_id, name, role_text, last_used = row.id, row.name, row.role, row.last_used_at

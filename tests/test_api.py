@@ -54,7 +54,7 @@ def test_errors_are_problem_documents(client: FlaskClient) -> None:
 
 
 def test_index_lists_the_endpoints(client: FlaskClient) -> None:
-    links = client.get("/", environ_base={"HTTP_AUTHORIZATION": ""}).get_json()["links"]
+    links = client.get("/api/v1", environ_base={"HTTP_AUTHORIZATION": ""}).get_json()["links"]
     for path in ("/healthz", "/api/v1/plates", "/api/v1/hits?since=0"):
         assert path in links.values()
         assert client.get(path).status_code == 200

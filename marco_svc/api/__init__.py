@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Flask
 
-from marco_svc import __version__
+from marco_svc import __version__, web
 from marco_svc.api import (
     feeds,
     health,
@@ -19,6 +19,7 @@ from marco_svc.api import (
     plates,
     problems,
     schemes,
+    sessions,
     uploads,
 )
 from marco_svc.api.params import BarcodeConverter, IdConverter, register_converters
@@ -32,7 +33,7 @@ RESOURCES = (plates, images, feeds, models, schemes, uploads)
 def create_app(service: Service | None = None, test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app over a service (a bare one over the configured runtime when not given)."""
     service = service or Service(open_runtime())
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the web page serves its own
     app.config.update(
         MAX_CONTENT_LENGTH=None,
         JSON_SORT_KEYS=False,
@@ -61,6 +62,8 @@ def create_app(service: Service | None = None, test_config: dict[str, Any] | Non
     for resource in RESOURCES:
         api.register_blueprint(resource.blueprint, url_prefix=API_PREFIX)
     api.register_blueprint(metrics.blueprint)
+    sessions.configure(app, service.runtime.settings)
+    web.register(app)
 
     @app.after_request
     def _no_sniffing(response: Any) -> Any:

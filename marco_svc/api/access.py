@@ -16,6 +16,7 @@ from typing import Any
 from flask import g, request
 
 from marco_svc import tokens
+from marco_svc.api import sessions
 from marco_svc.api.context import runtime
 from marco_svc.api.params import ApiBlueprint
 from marco_svc.api.problems import Problem, problem_doc
@@ -53,11 +54,17 @@ def _presented() -> str:
 
 
 def current_caller() -> Caller:
-    """The caller of this request, authenticated once (401 without a valid token)."""
+    """The caller of this request, authenticated once: a bearer token, else a signed-in
+    session (whose changes need its CSRF token); 401 without either."""
     found = g.get("caller")
     if found is not None:
         return found
     rt = runtime()
+    if "Authorization" not in request.headers and (found := sessions.session_caller(rt.db)):
+        if not sessions.csrf_ok():
+            raise Problem(403, "CSRF token missing", "send the page's X-CSRF-Token header")
+        g.caller = found
+        return found
     found = tokens.authenticate(rt.db, rt.settings.api_tokens, _presented())
     if found is None:
         raise Problem(

@@ -40,13 +40,14 @@ def healthz():
     return {**body, **parts}
 
 
-@blueprint.get("/")
+@blueprint.get("/api/v1")
 def index():
-    """Where to go from here (public: it names no data)."""
+    """Where to go from here (public: it names no data); people start at `/`."""
     return {
         "service": "marco-svc",
         "version": __version__,
         "links": {
+            "web page": "/",
             "health": "/healthz",
             "openapi": "/api/v1/openapi.json",
             "plates": "/api/v1/plates",

@@ -30,9 +30,10 @@ from marco_svc.api.shapes import (
 from marco_svc.db.models import IMAGE_STATUSES, Image, ImageStatus, ModelVersion
 from marco_svc.file_access import NotServable, open_servable
 from marco_svc.ingest_files import served_roots
-from marco_svc.labels import SCHEMES
+from marco_svc.labels import HUMAN_SCALES
 from marco_svc.scoring import heatmaps
 from marco_svc.scoring.heatmap_jobs import HeatmapUnavailable, Pending
+from marco_svc.thumbnails import thumbnail
 
 blueprint = ApiBlueprint("images", __name__, description="Images, heatmaps and human scores")
 READ = Permission.READ
@@ -52,14 +53,14 @@ class HumanLabel(ma.Schema):
     label = ma.fields.String(required=True, validate=ma.validate.Length(1, 64))
     scheme = ma.fields.String(
         load_default="marco4",
-        validate=ma.validate.OneOf(list(SCHEMES)),
+        validate=ma.validate.OneOf(list(HUMAN_SCALES)),
         metadata={"description": "the scale the label is on"},
     )
 
 
 class HumanLabelChange(ma.Schema):
     label = ma.fields.String(validate=ma.validate.Length(1, 64))
-    scheme = ma.fields.String(validate=ma.validate.OneOf(list(SCHEMES)))
+    scheme = ma.fields.String(validate=ma.validate.OneOf(list(HUMAN_SCALES)))
 
 
 # Which labels go with which scale cannot be said field by field, so the documented body is
@@ -79,7 +80,7 @@ LABEL_ON_A_SCALE = {
                             "scheme": {"type": "string", "const": scheme},
                         },
                     }
-                    for scheme, labels in SCHEMES.items()
+                    for scheme, labels in HUMAN_SCALES.items()
                 ]
             }
         }
@@ -140,6 +141,30 @@ def image_file(image_id: int) -> Response:
         detail = str(exc) if may(Permission.ADMIN) else exc.public
         raise Problem(exc.status, "Image file not served", detail) from None
     return send_file(stream, mimetype=mimetype, max_age=3600, conditional=False)
+
+
+@blueprint.route("/images/<id:image_id>/thumbnail.jpg")
+@guarded(blueprint, READ)
+@blueprint.response(200, BINARY, content_type="image/jpeg", description="at most 256 px a side")
+@blueprint.alt_response(404, **problem_doc("no such image, or it failed its checks"))
+@blueprint.alt_response(410, **problem_doc("the file is gone or changed"))
+def image_thumbnail(image_id: int) -> Response:
+    """A small JPEG of the image, made once and kept (for plate pages)."""
+    with db_session() as session:
+        found = session.get(Image, image_id)
+        facts = (found.uri, found.sha256, found.status) if found else None
+    if facts is None:
+        raise _missing(image_id)
+    uri, sha256, status = facts
+    if status == ImageStatus.FAILED:
+        raise Problem(404, "No image file", f"image {image_id} failed its checks; no thumbnail")
+    settings = runtime().settings
+    try:
+        path = thumbnail(settings.resolved_data_dir, image_id, uri, sha256, served_roots(settings))
+    except NotServable as exc:
+        detail = str(exc) if may(Permission.ADMIN) else exc.public
+        raise Problem(exc.status, "Image file not served", detail) from None
+    return send_file(path, mimetype="image/jpeg", max_age=86400)
 
 
 def _heatmap_version(ref: str | None) -> ModelVersion:

@@ -28,7 +28,16 @@ from sqlalchemy.orm import Session
 from marco_svc.db.models import Drop, HumanScore, Image, ImageStatus, Inspection, Plate
 from marco_svc.db.session import Database
 from marco_svc.file_store import atomic_write
-from marco_svc.labels import MARCO4, MERCK10, SCHEMES, TEN_TO_FOUR, labels_of
+from marco_svc.labels import (
+    ISPYB10,
+    ISPYB10_LABELS,
+    ISPYB10_TO_FOUR,
+    MARCO4,
+    MERCK10,
+    SCHEMES,
+    TEN_TO_FOUR,
+    labels_of,
+)
 from marco_svc.train.datasets import label_candidates
 
 COLUMNS: tuple[str, ...] = (
@@ -170,7 +179,12 @@ def _latest(session: Session, barcodes: Sequence[str], since: datetime | None) -
 
 
 def _convert(label: str, stored: str, target: str | None) -> tuple[str, str] | str:
-    """(label, scheme) in the target scheme, or the reason it cannot be exported."""
+    """(label, scheme) in the target scheme, or the reason it cannot be exported. ISPyB's
+    manual scale is no model's: its labels go out as four-way ones."""
+    if stored == ISPYB10:
+        if label not in ISPYB10_LABELS:
+            return "unknown_label"
+        return (ISPYB10_TO_FOUR[label], MARCO4) if target in (None, MARCO4) else "four_way_only"
     canonical = label_candidates(label).get(stored)
     if canonical is None:
         return "unknown_label"
