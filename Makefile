@@ -38,7 +38,10 @@ run: install-server
 	  $(BIN)/marco-svc ingest "$(SHARED_PLATE)" || [ $$? -eq 3 ]; fi
 	@mkdir -p "$(DATA_DIR)/inbox"
 	@echo "data in $(DATA_DIR); drop imager folders into $(DATA_DIR)/inbox"
-	@echo "the API needs a token: $(BIN)/marco-svc tokens create --role scientist | tail -1"
+	@# a fresh sign-in token for the page each run (the previous make-run token is revoked)
+	@$(BIN)/marco-svc tokens revoke make-run >/dev/null 2>&1 || true
+	@echo "open http://$(HOST):$(PORT)/ and sign in with this scientist token:"
+	@$(BIN)/marco-svc tokens create --role scientist --name make-run 2>/dev/null | tail -1
 	MARCO_WATCH_ROOTS="$(DATA_DIR)/inbox" MARCO_IMAGE_ROOTS="$(SHARED_PLATE)" \
 	  $(BIN)/marco-svc serve --host $(HOST) --port $(PORT)
 

@@ -82,6 +82,24 @@ def _rule_text(rule: dict[str, Any]) -> str:
     return f"{text} (operating point {point})" if point else text
 
 
+@blueprint.app_template_filter("quality_rows")
+def _quality_rows(quality: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Each quality check as (name, its value against its limit, flagged), then the drop's
+    measured shape."""
+    rows = []
+    for name, check in (quality.get("checks") or {}).items():
+        if isinstance(check, dict):
+            value, limit = check.get("value"), check.get("limit")
+            text = f"{value:.3g}" if isinstance(value, float | int) else str(value)
+            if limit is not None:
+                text += f" (limit {limit:g})" if isinstance(limit, float | int) else f" ({limit})"
+            rows.append((name.replace("_", " "), text, bool(check.get("flag"))))
+    for name, value in (quality.get("drop") or {}).items():
+        text = f"{value:.3g}" if isinstance(value, float) else str(value)
+        rows.append((f"drop {name.replace('_', ' ')}", text, False))
+    return rows
+
+
 @blueprint.after_request
 def _no_inline_code(response: Any) -> Any:
     if response.mimetype == "text/html":

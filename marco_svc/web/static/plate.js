@@ -59,6 +59,13 @@ for (const td of grid.querySelectorAll("td.well")) {
   td.appendChild(box);
 }
 
+function topFour(cell) {
+  // the four-way class with the highest probability (a ten-way top class is shown as its class)
+  let best = null;
+  for (const [label, p] of Object.entries(cell.four)) if (best === null || p > cell.four[best]) best = label;
+  return best;
+}
+
 function heat(p) {
   // white -> green for a probability
   const t = Math.max(0, Math.min(1, p ?? 0));
@@ -73,7 +80,7 @@ function colour() {
     if (!cell) continue;
     let fill = "#fff";
     if (mode === "p") fill = cell.four[label] != null ? heat(cell.four[label]) : "#fff";
-    else if (mode === "top") fill = CLASS_COLOURS[cell.top_class] ?? "#fff";
+    else if (mode === "top") fill = CLASS_COLOURS[topFour(cell)] ?? "#fff";
     else if (mode === "human") fill = cell.human ? CLASS_COLOURS[HUMAN_FOUR[cell.human] ?? cell.human] ?? "#868e96" : "#fff";
     else if (mode === "best") fill = heat(cell.best_p_crystal);
     link.style.backgroundColor = fill;
@@ -96,7 +103,7 @@ function matches(cell) {
   if (rule === "low") return Math.max(0, ...Object.values(cell.four)) < 0.5;
   if (rule === "flagged") return cell.flags.length > 0;
   if (rule === "disagree") return cell.other && (cell.other.top_class !== cell.top_class || cell.other.hit !== cell.hit);
-  if (rule.startsWith("class:")) return cell.top_class === rule.slice(6);
+  if (rule.startsWith("class:")) return topFour(cell) === rule.slice(6);
   return true;
 }
 
