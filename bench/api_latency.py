@@ -21,7 +21,7 @@ every endpoint once, in turn, so they share the machine's noise:
     drops       /api/v1/inspections/<random inspection>/drops?limit=1000  (of 1,152 images)
     plates      /api/v1/plates?limit=100
 
-Per endpoint: p50 / p99 / max ms of the whole request, the p50 of its SQL time (cursor
+Per endpoint: p50 / p90 / p99 / max ms of the whole request, the p50 of its SQL time (cursor
 execute; on PostgreSQL that includes the rows' transfer, on SQLite rows are stepped while
 fetched, so partly counted outside) and statements per request. PostgreSQL tables are
 VACUUM ANALYZEd after the load (what autovacuum does soon after); SQLite gets no ANALYZE
@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import random
 import statistics
 import sys
@@ -155,9 +156,8 @@ def seed(runtime: Any, work: Path, scores: int, per_plate: int) -> dict[str, Any
 
     def drop_rows() -> Iterator[dict[str, Any]]:
         for p in range(plates):
-            for n, ((row, column), drop) in enumerate(
-                ((well, d) for well in WELLS for d in range(1, DROPS + 1))
-            ):
+            slots = ((well, d) for well in WELLS for d in range(1, DROPS + 1))
+            for n, ((row, column), drop) in enumerate(slots):
                 yield {
                     "id": p * PER_INSPECTION + n + 1,
                     "plate_id": p + 1,
@@ -292,7 +292,10 @@ class SqlClock:
     def _before(self, connection: Any, *_: Any) -> None:
         connection.info.setdefault("bench_started", []).append(time.perf_counter())
 
-    def _after(self, connection, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def _after(
+        self, connection: Any, _cursor: Any, statement: str, parameters: Any, *more: Any
+    ) -> None:
+        executemany = bool(more[-1])
         elapsed = time.perf_counter() - connection.info["bench_started"].pop()
         self.seconds += elapsed
         self.statements += 1
@@ -326,9 +329,10 @@ def check(client: Any, seeded: dict[str, Any]) -> None:
         raise SystemExit("the hits feed's default model did not resolve to the seeded model")
     scores = client.get("/api/v1/scores?since=0&limit=500").get_json()["scores"]
     plate = client.get(f"/api/v1/plates/{seeded['barcodes'][0]}").get_json()
-    if len(scores) != 500 or sum(plate["images"].values()) != PER_INSPECTION * plate[
-        "inspection_count"
-    ]:
+    if (
+        len(scores) != 500
+        or sum(plate["images"].values()) != PER_INSPECTION * plate["inspection_count"]
+    ):
         raise SystemExit(f"unexpected answers: {len(scores)} scores, plate {plate}")
 
 
@@ -349,14 +353,17 @@ def explain(engine: Any, clock: SqlClock, client: Any, rounds: dict[str, str]) -
         elapsed, statement, parameters, _ = max(
             (entry for entry in log if not entry[3]), key=lambda entry: entry[0]
         )
-        print(f"\n--- {name}: {url}\n{len(log)} statements, {total:.1f} ms SQL; slowest "
-              f"{elapsed * 1000:.1f} ms:")
+        print(
+            f"\n--- {name}: {url}\n{len(log)} statements, {total:.1f} ms SQL; slowest "
+            f"{elapsed * 1000:.1f} ms:"
+        )
         shown = " ".join(statement.split())
         print(shown if len(shown) <= 900 else shown[:900] + " ...")
         with engine.connect() as connection:
             rows = connection.exec_driver_sql(prefix + statement, parameters).all()
         for row in rows:
-            print("  " + (row[0] if postgres else f"{row[0]:>3} {row[1]:>3} {row[3]}"))
+            line = row[0] if postgres else f"{row[0]:>3} {row[1]:>3} {row[3]}"
+            print("  " + (line if len(line) <= 200 else line[:200] + " ..."))
 
 
 def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -372,9 +379,7 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         seeded = seed(runtime, work, args.scores, args.inspections)
         full = [
-            i + 1
-            for i in range(seeded["inspections"])
-            if (i + 1) * PER_INSPECTION <= args.scores
+            i + 1 for i in range(seeded["inspections"]) if (i + 1) * PER_INSPECTION <= args.scores
         ]
         _, secret = tokens.create(runtime.db, "lims", "bench-lims")
         client = create_app(Service(runtime)).test_client()
@@ -389,6 +394,7 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         sql: dict[str, list[float]] = {name: [] for name in ENDPOINTS}
         statements: dict[str, list[int]] = {name: [] for name in ENDPOINTS}
         items: dict[str, list[int]] = {name: [] for name in ENDPOINTS}
+        load_before = os.getloadavg()[0]
         for _ in range(args.requests):
             for name, path in urls(seeded, full, rng).items():
                 clock.seconds, clock.statements = 0.0, 0
@@ -410,6 +416,7 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result = {
         name: {
             "p50": statistics.median(times[name]),
+            "p90": percentile(times[name], 0.90),
             "p99": percentile(times[name], 0.99),
             "max": max(times[name]),
             "sql_p50": statistics.median(sql[name]),
@@ -418,7 +425,7 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         }
         for name in ENDPOINTS
     }
-    return {"seeded": seeded, "endpoints": result}
+    return {"seeded": seeded, "endpoints": result, "load": (load_before, os.getloadavg()[0])}
 
 
 def report(backend: str, run: dict[str, Any], requests: int) -> None:
@@ -426,16 +433,17 @@ def report(backend: str, run: dict[str, Any], requests: int) -> None:
     print(
         f"\n{backend}: {s['plates']} plates, {s['inspections']} inspections, "
         f"{s['images']:,} images, {s['scores']:,} scores ({s['hits']:,} hits), "
-        f"loaded in {s['seconds']:.1f} s; {requests} requests per endpoint"
+        f"loaded in {s['seconds']:.1f} s; {requests} requests per endpoint; load average "
+        f"{run['load'][0]:.1f} before, {run['load'][1]:.1f} after (other processes show here)"
     )
     print(
-        f"{'endpoint':<11} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'sql p50':>8} "
+        f"{'endpoint':<11} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} {'max ms':>7} {'sql p50':>8} "
         f"{'stmts':>6} {'items':>6}  p99<={GOAL_MS:.0f}"
     )
     for name, e in run["endpoints"].items():
         ok = ("yes" if e["p99"] <= GOAL_MS else "NO") if name in GOALS else ""
         print(
-            f"{name:<11} {e['p50']:>7.1f} {e['p99']:>7.1f} {e['max']:>7.1f} "
+            f"{name:<11} {e['p50']:>7.1f} {e['p90']:>7.1f} {e['p99']:>7.1f} {e['max']:>7.1f} "
             f"{e['sql_p50']:>8.1f} {e['statements']:>6.0f} {e['items']:>6.0f}  {ok}"
         )
     hits, named = run["endpoints"]["hits"], run["endpoints"]["hits_model"]

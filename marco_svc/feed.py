@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from marco_svc.db.models import FeedCounter, HumanScore, Image, Inspection, Plate, Score
-from marco_svc.queries import IMAGE_LOADS, image_dict
+from marco_svc.queries import IMAGE_LOADS, SCORE_MODEL, image_dict
 
 SCORES = "scores"
 HUMAN_SCORES = "human_scores"
@@ -75,7 +75,7 @@ def scores_since(
     (the last position read, or `since` when nothing is new)."""
     query = (
         select(Score)
-        .options(joinedload(Score.model_version))
+        .options(SCORE_MODEL)
         .join(Image, Score.image_id == Image.id)
         .where(Score.feed_seq > since)
         .order_by(Score.feed_seq)

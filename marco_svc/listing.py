@@ -8,13 +8,12 @@ inspections and an inspection's drops (bounded by the plate) page by position.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from marco_svc.db.models import Image, ImageStatus, Inspection, ModelVersion, Plate
+from marco_svc.db.models import Image, ImageStatus, Inspection, ModelVersion, Plate, Score
 from marco_svc.queries import IMAGE_LOADS, image_dict, iso, latest_scores, placed_images, plate_dict
 
 Page = dict[str, Any]
@@ -77,13 +76,10 @@ def plate_overview(session: Session, plate: Plate) -> dict[str, Any]:
         ).all()
     )
     newest = inspections[-1] if inspections else None
-    by_class: Counter[str] = Counter()
+    by_class: dict[str, int] = {}
     hits = 0
     if newest is not None:
-        ids = session.scalars(select(Image.id).where(Image.inspection_id == newest.id)).all()
-        for score in latest_scores(session, ids).values():
-            by_class[score.top_class] += 1
-            hits += bool(score.hit)
+        by_class, hits = _latest_calls(session, newest.id)
     return {
         **_plate_row(plate, newest.imaged_at if newest else None),
         "inspection_count": len(inspections),
@@ -91,12 +87,39 @@ def plate_overview(session: Session, plate: Plate) -> dict[str, Any]:
         "newest_inspection": {
             "id": newest.id,
             "imaged_at": iso(newest.imaged_at),
-            "top_classes": dict(sorted(by_class.items())),
+            "top_classes": by_class,
             "hits": hits,
         }
         if newest
         else None,
     }
+
+
+def _latest_calls(session: Session, inspection_id: int) -> tuple[dict[str, int], int]:
+    """Top classes and hits over each image's latest score (as `latest_scores` picks it:
+    the active model's, else the newest), counted in SQL."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=Score.image_id,
+            order_by=(ModelVersion.active.desc(), Score.updated_at.desc(), Score.id.desc()),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(Score.top_class, Score.hit, rank)
+        .join(ModelVersion, Score.model_version_id == ModelVersion.id)
+        .join(Image, Score.image_id == Image.id)
+        .where(Image.inspection_id == inspection_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(ranked.c.top_class, func.count(), func.sum(case((ranked.c.hit, 1), else_=0)))
+        .where(ranked.c.rank == 1)
+        .group_by(ranked.c.top_class)
+        .order_by(ranked.c.top_class)
+    ).all()
+    return {label: int(n) for label, n, _ in rows}, sum(int(h or 0) for *_, h in rows)
 
 
 def inspections_page(session: Session, plate: Plate, limit: int, cursor: int) -> Page:

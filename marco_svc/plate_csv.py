@@ -7,10 +7,10 @@ import csv
 import io
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 
 from marco_svc.db.models import ModelVersion, Plate, Score
-from marco_svc.queries import iso, latest_scores, placed_images
+from marco_svc.queries import SCORE_MODEL, iso, latest_scores, placed_images
 
 FIXED = (
     "barcode",
@@ -38,7 +38,7 @@ def plate_scores_csv(session: Session, plate: Plate, model_version_id: int | Non
             score.image_id: score
             for score in session.scalars(
                 select(Score)
-                .options(joinedload(Score.model_version))
+                .options(SCORE_MODEL)
                 .where(Score.image_id.in_(ids), Score.model_version_id == model_version_id)
             )
         }

@@ -43,6 +43,11 @@ def score_dict(score: Score | None) -> dict[str, Any] | None:
     }
 
 
+# A score's model as answers name it: only its name and version are loaded (its card,
+# labels and metrics are JSON that would be parsed for every row).
+SCORE_MODEL = joinedload(Score.model_version).load_only(ModelVersion.name, ModelVersion.version)
+
+
 def latest_scores(session: Session, image_ids: Iterable[int]) -> dict[int, Score]:
     """Per image: the active model's score, else the most recent one."""
     ids = list(image_ids)
@@ -51,7 +56,7 @@ def latest_scores(session: Session, image_ids: Iterable[int]) -> dict[int, Score
     rows = session.scalars(
         select(Score)
         .join(ModelVersion)
-        .options(joinedload(Score.model_version))
+        .options(SCORE_MODEL)
         .where(Score.image_id.in_(ids))
         .order_by(Score.image_id, ModelVersion.active, Score.updated_at, Score.id)
     )
@@ -211,10 +216,7 @@ def image_detail(session: Session, image_id: int, with_path: bool = True) -> dic
     if image is None:
         return None
     scores = session.scalars(
-        select(Score)
-        .options(joinedload(Score.model_version))
-        .where(Score.image_id == image_id)
-        .order_by(Score.id)
+        select(Score).options(SCORE_MODEL).where(Score.image_id == image_id).order_by(Score.id)
     )
     humans = session.scalars(
         select(HumanScore).where(HumanScore.image_id == image_id).order_by(HumanScore.id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import socket
 
 import click
@@ -51,6 +52,9 @@ def command(state: CliState, host: str | None, port: int | None) -> None:
     with interrupt_on_sigterm(), service:
         if service.watcher is not None:
             click.echo(f"watching {', '.join(service.watcher.roots)}")
+        # What start-up loaded (TensorFlow, the app) stays for good: keep it out of the
+        # garbage collector's full passes, which otherwise add ~50 ms to some requests.
+        gc.freeze()
         waitress.serve(app, host=host, port=port, **options)
     click.echo("marco-svc stopped")
 

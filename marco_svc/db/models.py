@@ -186,7 +186,11 @@ class Score(Base):
     """What one model version made of one image, and the crystal decision under a rule."""
 
     __tablename__ = "scores"
-    __table_args__ = (UniqueConstraint("image_id", "model_version_id"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "model_version_id"),
+        # the LIMS hits poll: one version's hits after a feed position, in feed order
+        Index("ix_scores_model_hit_feed", "model_version_id", "hit", "feed_seq"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)

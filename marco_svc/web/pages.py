@@ -263,14 +263,27 @@ def plate(barcode: str) -> Any:
 
 def _neighbours(db: Session, image: Image) -> dict[str, int | None]:
     """First, previous, next and last image of the same inspection, in well order."""
-    ids = list(db.scalars(queries.placed_images(inspection_id=image.inspection_id)).all())
-    order = [row.id for row in ids]
-    at = order.index(image.id) if image.id in order else 0
+    ids = list(
+        db.scalars(
+            select(Image.id)
+            .join(Drop, Image.drop_id == Drop.id)
+            .where(Image.inspection_id == image.inspection_id)
+            .order_by(
+                Drop.row_index,
+                Drop.column_number,
+                Drop.drop_number,
+                Image.imaging_mode,
+                Image.version,
+                Image.id,
+            )
+        )
+    )
+    at = ids.index(image.id) if image.id in ids else 0
     return {
-        "first": order[0] if order else None,
-        "previous": order[at - 1] if at > 0 else None,
-        "next": order[at + 1] if at + 1 < len(order) else None,
-        "last": order[-1] if order else None,
+        "first": ids[0] if ids else None,
+        "previous": ids[at - 1] if at > 0 else None,
+        "next": ids[at + 1] if at + 1 < len(ids) else None,
+        "last": ids[-1] if ids else None,
     }
 
 

@@ -84,6 +84,7 @@ function colour() {
     else if (mode === "human") fill = cell.human ? CLASS_COLOURS[HUMAN_FOUR[cell.human] ?? cell.human] ?? "#868e96" : "#fff";
     else if (mode === "best") fill = heat(cell.best_p_crystal);
     link.style.backgroundColor = fill;
+    link.style.setProperty("--fill", fill); // the colour bar under a thumbnail
     link.dataset.fill = fill;
   }
   legend.textContent = {

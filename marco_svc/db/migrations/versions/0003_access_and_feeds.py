@@ -51,6 +51,9 @@ def upgrade() -> None:
             batch_op.create_unique_constraint(f'uq_{table}_feed_seq', ['feed_seq'])
         last = bind.execute(sa.text(f'SELECT coalesce(max(id), 0) FROM {table}')).scalar()
         op.bulk_insert(counters, [{'name': table, 'value': int(last)}])
+    op.create_index(
+        'ix_scores_model_hit_feed', 'scores', ['model_version_id', 'hit', 'feed_seq']
+    )
     with op.batch_alter_table('human_scores', schema=None) as batch_op:
         batch_op.add_column(sa.Column('updated_at', sa.DateTime(), nullable=True))
     bind.execute(sa.text('UPDATE human_scores SET updated_at = created_at'))
@@ -71,6 +74,7 @@ def downgrade() -> None:
         batch_op.drop_column('scope')
     with op.batch_alter_table('human_scores', schema=None) as batch_op:
         batch_op.drop_column('updated_at')
+    op.drop_index('ix_scores_model_hit_feed', table_name='scores')
     for table in FEEDS:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_constraint(f'uq_{table}_feed_seq', type_='unique')
