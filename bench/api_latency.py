@@ -44,6 +44,7 @@ key=value pairs: `pg_<endpoint>_p50_ms=` and `_p99_ms=` for each endpoint,
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import random
@@ -384,6 +385,8 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         _, secret = tokens.create(runtime.db, "lims", "bench-lims")
         client = create_app(Service(runtime)).test_client()
         client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+        gc.collect()
+        gc.freeze()  # as `marco-svc serve` does once the app is built
         check(client, seeded)
         clock = SqlClock(runtime.db.engine)
         rng = random.Random(1)
@@ -412,6 +415,7 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if args.explain:
             explain(runtime.db.engine, clock, client, urls(seeded, full, random.Random(2)))
     finally:
+        gc.unfreeze()
         runtime.close()
     result = {
         name: {
