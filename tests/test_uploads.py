@@ -129,6 +129,23 @@ def test_a_retried_upload_is_a_no_op(app: tuple[Runtime, FlaskClient]) -> None:
     assert count(runtime, Image) == 3
 
 
+def test_idempotency_keys_are_scoped_per_token(app: tuple[Runtime, FlaskClient]) -> None:
+    runtime, client = app
+    _, other = tokens.create(runtime.db, "robot", "robot-2")
+    key = {"Idempotency-Key": "shared-key"}
+    first = post(client, form(metadata(), THREE), key)
+    # another robot using the same key for another request: its own, not a 422 or a replay
+    theirs = post(
+        client,
+        form(metadata(imager="robot-2"), THREE),
+        {**key, "Authorization": f"Bearer {other}"},
+    )
+    assert (first.status_code, theirs.status_code) == (201, 201)  # its own inspection
+    assert "Idempotent-Replayed" not in theirs.headers
+    assert theirs.get_json()["imager"] == "robot-2"
+    assert count(runtime, Upload) == 2
+
+
 def test_metadata_may_come_as_a_file_part(app: tuple[Runtime, FlaskClient]) -> None:
     _, client = app
     meta = metadata(images=[{"file": "x.jpg", "well": "H12", "drop": 2}])
