@@ -208,5 +208,6 @@ def test_a_scientist_reviews_a_plate(site: dict[str, Any], page: Any, runtime: R
     assert [disagree.nth(i).get_attribute("data-image") for i in range(disagree.count())] == [
         str(ids[(1, "A3")])
     ]
+    assert "disagree on 1 drop(s)" in page.inner_text("#legend")
     shot(page, "8-compare")
     assert page.errors == [], page.errors

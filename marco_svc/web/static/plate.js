@@ -93,6 +93,10 @@ function colour() {
     human: "latest human score (as its four-way class); white: not reviewed",
     best: "best P(Crystals) over every inspection of the plate",
   }[mode];
+  const disagree = grid.querySelectorAll("a.drop.disagree").length;
+  if (document.getElementById("compare").value) {
+    legend.textContent += ` · the two models disagree on ${disagree} drop(s) (dashed blue)`;
+  }
 }
 
 function matches(cell) {
