@@ -114,28 +114,37 @@ def chunks(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         yield batch
 
 
+def active_bench_model(runtime: Any, work: Path) -> tuple[int, dict[str, Any], str]:
+    """Register and activate the bench's fake model: its version id, operating points and
+    NAME:VERSION."""
+    from sqlalchemy import select
+
+    from marco_svc import registry
+    from marco_svc.db.models import ModelVersion
+
+    stored = registry.register(runtime.settings, model_folder(work / "model-src"), db=runtime.db)
+    registry.activate(runtime.db, stored.ref)
+    with runtime.db.session() as session:
+        model = session.scalar(select(ModelVersion).where(ModelVersion.name == MODEL[0]))
+        return model.id, model.card.get("operating_points", {}), stored.ref
+
+
 def seed(runtime: Any, work: Path, scores: int, per_plate: int) -> dict[str, Any]:
     """Plates, drops, inspections, images and `scores` scores, inserted in bulk."""
     from sqlalchemy import func, insert, select, text, update
 
-    from marco_svc import registry
     from marco_svc.db.models import (
         Drop,
         FeedCounter,
         Image,
         Inspection,
-        ModelVersion,
         Plate,
         Score,
     )
     from marco_svc.scoring.lab_rules import LabRules
     from marco_svc.scoring.rules import decide
 
-    stored = registry.register(runtime.settings, model_folder(work / "model-src"), db=runtime.db)
-    registry.activate(runtime.db, stored.ref)
-    with runtime.db.session() as session:
-        model = session.scalar(select(ModelVersion).where(ModelVersion.name == MODEL[0]))
-        model_id, points = model.id, model.card.get("operating_points", {})
+    model_id, points, ref = active_bench_model(runtime, work)
     rule = LabRules.parse("threshold:0.5").default
     plates = math.ceil(scores / (PER_INSPECTION * per_plate))
     inspections = plates * per_plate
@@ -274,7 +283,7 @@ def seed(runtime: Any, work: Path, scores: int, per_plate: int) -> dict[str, Any
         "scores": scores,
         "hits": hits,
         "seconds": time.perf_counter() - start,
-        "ref": stored.ref,
+        "ref": ref,
         "barcodes": [f"BENCH-{p + 1:04d}" for p in range(plates)],
     }
 

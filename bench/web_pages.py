@@ -62,10 +62,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from api_latency import (  # noqa: E402  (the scratch database, model folder and SQL clock)
     DEFAULT_SERVER,
-    MODEL,
     SqlClock,
+    active_bench_model,
     chunks,
-    model_folder,
     percentile,
     scratch_postgres,
 )
@@ -80,17 +79,15 @@ GRID_DATA = re.compile(r'<script type="application/json" id="grid-data">(.*?)</s
 
 def seed(runtime: Any, work: Path, per_plate: int) -> dict[str, Any]:
     """The two plates, their inspections, images, scores and human scores, in bulk."""
-    from sqlalchemy import insert, select, text, update
+    from sqlalchemy import insert, text, update
 
     from imager_adapters.wells import plate_type, well_name
-    from marco_svc import registry
     from marco_svc.db.models import (
         Drop,
         FeedCounter,
         HumanScore,
         Image,
         Inspection,
-        ModelVersion,
         Plate,
         Score,
     )
@@ -98,11 +95,7 @@ def seed(runtime: Any, work: Path, per_plate: int) -> dict[str, Any]:
     from marco_svc.scoring.lab_rules import LabRules
     from marco_svc.scoring.rules import decide
 
-    stored = registry.register(runtime.settings, model_folder(work / "model-src"), db=runtime.db)
-    registry.activate(runtime.db, stored.ref)
-    with runtime.db.session() as session:
-        model = session.scalar(select(ModelVersion).where(ModelVersion.name == MODEL[0]))
-        model_id, points = model.id, model.card.get("operating_points", {})
+    model_id, points, _ = active_bench_model(runtime, work)
     rule = LabRules.parse("threshold:0.5").default
     rng = random.Random(0)
     rows: dict[Any, list[dict[str, Any]]] = {

@@ -14,7 +14,15 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from marco_svc.db.models import Image, ImageStatus, Inspection, ModelVersion, Plate, Score
-from marco_svc.queries import IMAGE_LOADS, image_dict, iso, latest_scores, placed_images, plate_dict
+from marco_svc.queries import (
+    IMAGE_LOADS,
+    image_dict,
+    iso,
+    latest_rank,
+    latest_scores,
+    placed_images,
+    plate_dict,
+)
 
 Page = dict[str, Any]
 
@@ -98,14 +106,7 @@ def plate_overview(session: Session, plate: Plate) -> dict[str, Any]:
 def _latest_calls(session: Session, inspection_id: int) -> tuple[dict[str, int], int]:
     """Top classes and hits over each image's latest score (as `latest_scores` picks it:
     the active model's, else the newest), counted in SQL."""
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=Score.image_id,
-            order_by=(ModelVersion.active.desc(), Score.updated_at.desc(), Score.id.desc()),
-        )
-        .label("rank")
-    )
+    rank = latest_rank()
     ranked = (
         select(Score.top_class, Score.hit, rank)
         .join(ModelVersion, Score.model_version_id == ModelVersion.id)

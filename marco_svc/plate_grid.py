@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from imager_adapters.wells import plate_type
 from marco_svc.db.models import Drop, HumanScore, Image, Inspection, ModelVersion, Plate, Score
 from marco_svc.labels import to_four
-from marco_svc.queries import iso
+from marco_svc.queries import WELL_ORDER, iso, latest_rank
 
 
 def _drops(session: Session, inspection_id: int) -> list[Any]:
@@ -33,9 +33,7 @@ def _drops(session: Session, inspection_id: int) -> list[Any]:
         )
         .join(Drop, Image.drop_id == Drop.id)
         .where(Image.inspection_id == inspection_id)
-        .order_by(
-            Drop.row_index, Drop.column_number, Drop.drop_number, Image.imaging_mode, Image.version
-        )
+        .order_by(*WELL_ORDER)
     ).all()
 
 
@@ -57,14 +55,7 @@ def _scores(session: Session, inspection_id: int, version_id: int | None) -> dic
             .where(Image.inspection_id == inspection_id, Score.model_version_id == version_id)
         )
         return {row.image_id: row for row in session.execute(query)}
-    rank = (
-        func.row_number()
-        .over(
-            partition_by=Score.image_id,
-            order_by=(ModelVersion.active.desc(), Score.updated_at.desc(), Score.id.desc()),
-        )
-        .label("rank")
-    )
+    rank = latest_rank()
     ranked = (
         select(*columns, rank)
         .join(ModelVersion, Score.model_version_id == ModelVersion.id)

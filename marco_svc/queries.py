@@ -48,6 +48,30 @@ def score_dict(score: Score | None) -> dict[str, Any] | None:
 SCORE_MODEL = joinedload(Score.model_version).load_only(ModelVersion.name, ModelVersion.version)
 
 
+# Images of a plate or inspection in well order: row, column, drop, then mode and version.
+WELL_ORDER = (
+    Drop.row_index,
+    Drop.column_number,
+    Drop.drop_number,
+    Image.imaging_mode,
+    Image.version,
+    Image.id,
+)
+
+
+def latest_rank() -> Any:
+    """1 for each image's latest score (as `latest_scores` picks it: the active model's,
+    else the newest), in a query that joins Score to ModelVersion."""
+    return (
+        func.row_number()
+        .over(
+            partition_by=Score.image_id,
+            order_by=(ModelVersion.active.desc(), Score.updated_at.desc(), Score.id.desc()),
+        )
+        .label("rank")
+    )
+
+
 def latest_scores(session: Session, image_ids: Iterable[int]) -> dict[int, Score]:
     """Per image: the active model's score, else the most recent one."""
     ids = list(image_ids)
@@ -125,15 +149,7 @@ def placed_images(plate_id: int | None = None, inspection_id: int | None = None)
         .options(*IMAGE_LOADS)
         .join(Inspection, Image.inspection_id == Inspection.id)
         .join(Drop, Image.drop_id == Drop.id)
-        .order_by(
-            Inspection.imaged_at,
-            Drop.row_index,
-            Drop.column_number,
-            Drop.drop_number,
-            Image.imaging_mode,
-            Image.version,
-            Image.id,
-        )
+        .order_by(Inspection.imaged_at, *WELL_ORDER)
     )
     if plate_id is not None:
         query = query.where(Inspection.plate_id == plate_id)

@@ -268,14 +268,7 @@ def _neighbours(db: Session, image: Image) -> dict[str, int | None]:
             select(Image.id)
             .join(Drop, Image.drop_id == Drop.id)
             .where(Image.inspection_id == image.inspection_id)
-            .order_by(
-                Drop.row_index,
-                Drop.column_number,
-                Drop.drop_number,
-                Image.imaging_mode,
-                Image.version,
-                Image.id,
-            )
+            .order_by(*queries.WELL_ORDER)
         )
     )
     at = ids.index(image.id) if image.id in ids else 0
