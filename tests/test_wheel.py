@@ -131,6 +131,12 @@ def test_the_wheel_carries_the_shipped_models_presets_and_every_module(wheel: Pa
     }
     assert modules <= names, sorted(modules - names)
     assert "marco_svc/db/migrations/script.py.mako" in names
+    web = {  # the web page's templates and static files
+        path.relative_to(ROOT).as_posix()
+        for folder in ("templates", "static")
+        for path in (ROOT / "marco_svc" / "web" / folder).iterdir()
+    }
+    assert web and web <= names, sorted(web - names)
     assert not [name for name in names if "__pycache__" in name or name.endswith(".pyc")]
     assert wheel.stat().st_size < 20 * 1024 * 1024
 
