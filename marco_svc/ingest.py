@@ -12,6 +12,11 @@ renamed) the image follows it to the new path. Whatever adapter made the record,
 barcode, imager, imaging mode and inspection id are checked (`imager_adapters.fields`)
 before anything is stored: a bad one is a failed Image ("invalid metadata: ..."), and
 the imaging mode is stored in its canonical lower-case spelling.
+
+`ingest_remote` takes the same path for an image that stays on another machine (an edge
+agent scored it on the imager PC): nothing is read, the agent's facts (sha256, size,
+width, height) stand in for the file's, and the image is known by the uri
+`edge://<imager>/<path on that PC>` (`remote_uri`). The identity rules are the same.
 """
 
 from __future__ import annotations
@@ -39,9 +44,22 @@ from imager_adapters.wells import LAYOUTS, GeometryError, smallest_layout, split
 from marco_svc.db.models import Drop, Image, ImageStatus, Inspection, Plate
 from marco_svc.db.session import Database
 from marco_svc.file_access import FileFacts, FilePolicy, read_image_file
+from marco_svc.image_check import ImageInfo
 
 Outcome = Literal["created", "duplicate", "failed"]
 _RETRIES = 12
+REMOTE_SCHEME = "edge://"
+MAX_REMOTE_PATH = 1024  # the uri (2048 characters) holds the scheme, imager and path
+
+
+def remote_uri(imager: str, path: str) -> str:
+    """How an image kept on an imager PC is known: `edge://<imager>/<its path there>`."""
+    return f"{REMOTE_SCHEME}{imager}/{path}"
+
+
+def is_remote(uri: str) -> bool:
+    """Whether a stored image's file is on another machine (the server cannot read it)."""
+    return uri.startswith(REMOTE_SCHEME)
 
 
 class IngestConflict(ValueError):
@@ -172,9 +190,9 @@ def _unplaced_failure(session: Session, uri: str, sha: str) -> Image | None:
     return session.scalar(query.order_by((Image.sha256 == sha).desc(), Image.id.desc()).limit(1))
 
 
-def _fill(image: Image, facts: FileFacts, adapter: str) -> Outcome:
+def _fill(image: Image, facts: FileFacts, adapter: str, uri: str) -> Outcome:
     """Make `image` say what reading the file found now; its outcome."""
-    image.uri = str(facts.path)
+    image.uri = uri
     image.sha256 = facts.sha256
     image.size_bytes = facts.size
     image.adapter = adapter
@@ -185,8 +203,9 @@ def _fill(image: Image, facts: FileFacts, adapter: str) -> Outcome:
     return "failed" if facts.problem else "created"
 
 
-def _store_record(session: Session, record: ImageRecord, facts: FileFacts) -> IngestResult:
-    uri = str(facts.path)
+def _store_record(
+    session: Session, record: ImageRecord, facts: FileFacts, uri: str
+) -> IngestResult:
     plate = _plate(session, record)
     canonical_well = well_name(*split_well(record.well))
     inspection = _inspection(session, plate, record)
@@ -202,13 +221,13 @@ def _store_record(session: Session, record: ImageRecord, facts: FileFacts) -> In
             same.uri = uri  # the file was moved or renamed: follow it
         if same.status != ImageStatus.FAILED:
             return IngestResult("duplicate", same.id, facts.path, same.error, same.version)
-        outcome = _fill(same, facts, record.adapter)  # a failure offered again: retried
+        outcome = _fill(same, facts, record.adapter, uri)  # a failure offered again: retried
         return IngestResult(outcome, same.id, facts.path, facts.problem, same.version)
     version = (session.scalar(select(func.max(Image.version)).where(*slot)) or 0) + 1
     image = _unplaced_failure(session, uri, facts.sha256) or Image()
     image.inspection_id, image.drop_id = inspection.id, drop.id
     image.imaging_mode, image.version = record.imaging_mode, version
-    outcome = _fill(image, facts, record.adapter)
+    outcome = _fill(image, facts, record.adapter, uri)
     session.add(image)
     session.flush()
     return IngestResult(outcome, image.id, facts.path, facts.problem, version)
@@ -231,10 +250,11 @@ def _checked(record: ImageRecord) -> ImageRecord:
     return replace(record, **changes)
 
 
-def _store_failure(session: Session, facts: FileFacts, reason: str, adapter: str) -> IngestResult:
+def _store_failure(
+    session: Session, facts: FileFacts, reason: str, adapter: str, uri: str
+) -> IngestResult:
     """Record why a file could not be placed; a stored image of the same file stays as it is."""
     reason = escape_controls(reason)  # an adapter's reason may quote what it could not read
-    uri = str(facts.path)
     if facts.sha256:
         stored = session.scalar(
             select(Image)
@@ -246,29 +266,30 @@ def _store_failure(session: Session, facts: FileFacts, reason: str, adapter: str
         if stored is not None:
             return IngestResult("duplicate", stored.id, facts.path, None, stored.version)
     image = _unplaced_failure(session, uri, facts.sha256) or Image(version=1)
-    _fill(image, replace(facts, problem=reason), adapter)
+    _fill(image, replace(facts, problem=reason), adapter, uri)
     session.add(image)
     session.flush()
     return IngestResult("failed", image.id, facts.path, reason)
 
 
-def _store(db: Database, item: ImageRecord | Rejection, facts: FileFacts) -> IngestResult:
+def _store(db: Database, item: ImageRecord | Rejection, facts: FileFacts, uri: str) -> IngestResult:
     if facts.refused or isinstance(item, Rejection):
         # A refused file was not read: no slot is given to what may not be an image at all.
         reason = facts.problem if facts.refused else item.reason
         with db.session() as session:
-            return _store_failure(session, facts, reason or "refused", item.adapter)
+            return _store_failure(session, facts, reason or "refused", item.adapter, uri)
     try:
         record = _checked(replace(item, path=facts.path))
     except ValueError as exc:
         with db.session() as session:
-            return _store_failure(session, facts, f"invalid metadata: {exc}", item.adapter)
+            return _store_failure(session, facts, f"invalid metadata: {exc}", item.adapter, uri)
     try:
         with db.session() as session:
-            return _store_record(session, record, facts)
+            return _store_record(session, record, facts, uri)
     except (IngestConflict, GeometryError) as exc:
+        reason = f"conflicting metadata: {exc}"
         with db.session() as session:
-            return _store_failure(session, facts, f"conflicting metadata: {exc}", item.adapter)
+            return _store_failure(session, facts, reason, item.adapter, uri)
 
 
 def _raced(exc: Exception) -> bool:
@@ -287,9 +308,37 @@ def ingest(
     spellings of one file are the same image; a refused link is known by its own path.
     """
     facts = read_image_file(Path(item.path), policy or FilePolicy())
+    return _stored(db, item, facts, str(facts.path))
+
+
+def ingest_remote(
+    db: Database, record: ImageRecord, *, sha256: str, size: int, width: int, height: int
+) -> IngestResult:
+    """Store one image kept on the imager PC `record.imager` at `record.path` (an edge agent
+    read and scored it there) exactly as `ingest` stores a file, from the facts the agent
+    gives instead of reading it: known as `remote_uri(imager, path)`, status new; the same
+    slot and content is the same image. The imager name and the path make the uri, so they
+    are checked first (ValueError naming the field, nothing stored); everything else is
+    checked as for any record (a failed image with its reason)."""
+    try:
+        imager = check_imager(record.imager)
+    except ValueError as exc:
+        raise ValueError(f"imager: {exc}") from None
+    try:
+        path = check_text(str(record.path), MAX_REMOTE_PATH)
+    except ValueError as exc:
+        raise ValueError(f"path: {exc}") from None
+    facts = FileFacts(Path(path), sha256, size, ImageInfo("", width, height))
+    return _stored(db, record, facts, remote_uri(imager, path))
+
+
+def _stored(
+    db: Database, item: ImageRecord | Rejection, facts: FileFacts, uri: str
+) -> IngestResult:
+    """`_store`, again when another writer raced it."""
     for attempt in range(_RETRIES):
         try:
-            return _store(db, item, facts)
+            return _store(db, item, facts, uri)
         except (IntegrityError, OperationalError) as exc:
             # Another writer stored the same rows, or took the version, first: look again.
             if attempt == _RETRIES - 1 or not _raced(exc):

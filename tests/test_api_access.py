@@ -52,6 +52,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("GET", "/api/v1/schemas"): READERS,
     ("GET", "/api/v1/schemas/<name>"): READERS,
     ("POST", "/api/v1/inspections"): UPLOADERS,
+    ("POST", "/api/v1/edge/results"): UPLOADERS,
+    ("GET", "/api/v1/edge/model"): UPLOADERS,
+    ("GET", "/api/v1/edge/model/file"): UPLOADERS,
 }
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import configparser
-from pathlib import Path
+import shlex
+from pathlib import Path, PureWindowsPath
+from xml.etree import ElementTree
 
 from marco_svc.cli import cli
 from marco_svc.config import load_settings
@@ -32,3 +34,38 @@ def test_systemd_unit_runs_real_commands() -> None:
             group = group.commands[word] if hasattr(group, "commands") else group
         assert group.name == words[-1]
     assert service["KillSignal"] == "SIGTERM"
+
+
+def _options(words: list[str]) -> dict[str, str]:
+    """`--name value` pairs of a command line (every edge option takes a value)."""
+    options = dict(zip(words[::2], words[1::2], strict=True))
+    for name, value in options.items():
+        assert name.startswith("--") and not value.startswith("--"), (name, value)
+    return options
+
+
+def test_edge_services_run_marco_svc_edge_with_the_token_from_the_environment() -> None:
+    """The systemd unit and the WinSW service name the same `marco-svc edge` command line."""
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read(DEPLOY / "edge" / "marco-svc-edge.service")
+    service = unit["Service"]
+    words = shlex.split(service["ExecStart"])
+    assert words[0].startswith("/") and words[0].endswith("/bin/marco-svc")
+    assert words[1] == "edge"
+    linux = _options(words[2:])
+    assert {"--watch", "--server"} <= set(linux) <= {"--watch", "--server", "--model", "--state"}
+    assert linux["--state"] == f"/var/lib/{service['StateDirectory']}"
+    assert service["EnvironmentFile"].lstrip("-").startswith("/etc/")  # MARCO_EDGE_TOKEN=...
+    assert service["User"] not in {"", "root"} and service["Restart"] == "always"
+    assert service["ProtectSystem"] == "strict"  # the watched folder is read only
+
+    config = ElementTree.parse(DEPLOY / "edge" / "windows" / "marco-svc-edge.xml").getroot()
+    assert config.tag == "service" and config.findtext("id") == "marco-svc-edge"
+    assert PureWindowsPath(config.findtext("executable", "")).name == "marco-svc.exe"
+    words = shlex.split(config.findtext("arguments", ""))
+    assert words[0] == "edge"
+    assert set(_options(words[1:])) == set(linux)
+    env = {e.get("name"): e.get("value") for e in config.iter("env")}
+    assert env.get("MARCO_EDGE_TOKEN")
+    assert config.find("onfailure").get("action") == "restart"
+    assert config.find("log").get("mode") == "roll-by-size"

@@ -11,6 +11,7 @@ from flask import Flask
 
 from marco_svc import __version__, web
 from marco_svc.api import (
+    edge,
     feeds,
     health,
     images,
@@ -27,7 +28,7 @@ from marco_svc.runtime import open_runtime
 from marco_svc.service import Service
 
 API_PREFIX = "/api/v1"
-RESOURCES = (plates, images, feeds, models, schemes, uploads)
+RESOURCES = (plates, images, feeds, models, schemes, uploads, edge)
 
 
 def create_app(service: Service | None = None, test_config: dict[str, Any] | None = None) -> Flask:

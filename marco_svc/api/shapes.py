@@ -225,3 +225,28 @@ class UploadResult(ma.Schema):
     inspection_id = fields.String(allow_none=True)
     counts = fields.Dict(keys=fields.String(), values=fields.Integer())
     images = fields.List(fields.Nested(UploadedImage))
+
+
+class EdgeResultOutcome(ma.Schema):
+    key = fields.String(metadata={"description": "the result's idempotency key, as sent"})
+    outcome = fields.String(metadata={"enum": ["stored", "duplicate", "failed"]})
+    image_id = fields.Integer(allow_none=True)
+    reason = fields.String(allow_none=True, metadata={"description": "why it failed"})
+
+
+class EdgeResultsAnswer(ma.Schema):
+    results = fields.List(
+        fields.Nested(EdgeResultOutcome),
+        required=True,
+        metadata={"description": "one per result sent, in the same order"},
+    )
+
+
+class EdgeModelShape(ma.Schema):
+    ref = fields.String(metadata={"description": "NAME:VERSION"})
+    name = fields.String()
+    version = fields.String()
+    format = fields.String(metadata={"enum": ["tflite-int8", "tflite-fp32"]})
+    sha256 = fields.String(metadata={"description": "of the file GET /edge/model/file sends"})
+    size = fields.Integer(metadata={"description": "bytes"})
+    card = fields.Dict(metadata={"description": "the model card (card.json)"})

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from marco_svc import registry
 from marco_svc.db.models import Heatmap, Image, ImageStatus, ModelVersion, Score
 from marco_svc.file_store import atomic_write
+from marco_svc.ingest import REMOTE_SCHEME
 from marco_svc.labels import CRYSTAL_CLASSES_10, CRYSTALS, MARCO4, scheme_of_label
 from marco_svc.nets.preprocessing import from_spec
 from marco_svc.nets.runner import load_keras
@@ -205,7 +206,8 @@ def _heatmap_row(
 
 
 def next_hit_without_heatmap(runtime: Runtime, version: ModelVersion) -> int | None:
-    """A hit of this version that has no heatmap yet (newest first), for ahead-of-time work."""
+    """A hit of this version that has no heatmap yet (newest first), for ahead-of-time work;
+    never an edge agent's image (its file stays on the imager PC)."""
     with runtime.db.session() as session:
         has_map = exists().where(
             Heatmap.image_id == Score.image_id, Heatmap.model_version_id == version.id
@@ -217,6 +219,7 @@ def next_hit_without_heatmap(runtime: Runtime, version: ModelVersion) -> int | N
                 Score.model_version_id == version.id,
                 Score.hit,
                 Image.status != ImageStatus.FAILED,
+                ~Image.uri.startswith(REMOTE_SCHEME, autoescape=True),
                 ~has_map,
             )
             .order_by(Score.id.desc())

@@ -2,7 +2,8 @@
 
 Pending = every image that is not failed and has no score from the given model version,
 new images first; so scoring after a crash, or after a new version is activated, picks
-up exactly what is left.
+up exactly what is left. An image whose file stays on an imager PC (an edge agent scored
+it, `ingest.is_remote`) is never pending: the server cannot read it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from marco_svc.db.models import (
     utcnow,
 )
 from marco_svc.db.session import Database
+from marco_svc.ingest import REMOTE_SCHEME
 from marco_svc.scoring.lab_rules import LabRules
 from marco_svc.scoring.rules import CrystalRule, decide
 
@@ -51,13 +53,18 @@ class ScoreResult:
 
 
 def pending_images(session: Session, model_version_id: int, limit: int) -> list[PendingImage]:
-    """Unscored (by this version), not failed images: new ones first, then by id."""
+    """Unscored (by this version), not failed images the server can read: new ones first,
+    then by id."""
     scored = exists().where(Score.image_id == Image.id, Score.model_version_id == model_version_id)
     rows = session.execute(
         select(Image.id, Image.uri, Plate.barcode, Image.width)
         .outerjoin(Inspection, Image.inspection_id == Inspection.id)
         .outerjoin(Plate, Inspection.plate_id == Plate.id)
-        .where(Image.status != ImageStatus.FAILED, ~scored)
+        .where(
+            Image.status != ImageStatus.FAILED,
+            ~scored,
+            ~Image.uri.startswith(REMOTE_SCHEME, autoescape=True),
+        )
         .order_by(case((Image.status == ImageStatus.NEW, 0), else_=1), Image.id)
         .limit(limit)
     )
