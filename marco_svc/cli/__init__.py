@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -9,28 +10,32 @@ from typing import Any
 import click
 
 from marco_svc import __version__
-from marco_svc.cli import (
-    db,
-    demo,
-    evaluate,
-    export,
-    images,
-    ingest,
-    labels,
-    models,
-    plates,
-    score,
-    scores,
-    serve,
-    settings,
-    synth,
-    tokens,
-    train,
-    watch,
-)
 from marco_svc.cli.common import CliState
 from marco_svc.errors import first_line
 from marco_svc.nets import quiet_tensorflow_when_imported
+
+# One module per command, in this order. The edge install (core + `edge` extra) lacks the
+# server's packages: a command whose module needs one is listed with a note saying so.
+COMMAND_MODULES = (
+    "db",
+    "serve",
+    "ingest",
+    "watch",
+    "plates",
+    "images",
+    "models",
+    "score",
+    "scores",
+    "evaluate",
+    "export",
+    "labels",
+    "settings",
+    "demo",
+    "synth",
+    "train",
+    "tokens",
+    "edge",
+)
 
 
 class _OneLineErrors(click.Group):
@@ -68,26 +73,37 @@ def cli(ctx: click.Context, config_file: str | None, verbose: bool) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
-for module in (
-    db,
-    serve,
-    ingest,
-    watch,
-    plates,
-    images,
-    models,
-    score,
-    scores,
-    evaluate,
-    export,
-    labels,
-    settings,
-    demo,
-    synth,
-    train,
-    tokens,
-):
-    cli.add_command(module.command)
+def _not_installed(name: str, missing: str) -> click.Command:
+    """Stands in for a command whose module needs a package this install lacks."""
+
+    def fail() -> None:
+        raise click.ClickException(
+            f"`marco-svc {name}` needs the package {missing!r}, which this install lacks "
+            "(an edge install runs `marco-svc edge`); install marco-svc[server]"
+        )
+
+    return click.Command(
+        name,
+        callback=fail,
+        help=f"(Not in this install: needs {missing}; pip install 'marco-svc[server]'.)",
+        add_help_option=False,
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
+
+
+def _load_command(name: str) -> click.Command:
+    try:
+        module = importlib.import_module(f"marco_svc.cli.{name}")
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if not missing or missing in ("marco_svc", "imager_adapters"):
+            raise  # our own code is broken: say so
+        return _not_installed(name, missing)
+    return module.command
+
+
+for _name in COMMAND_MODULES:
+    cli.add_command(_load_command(_name))
 
 
 def main() -> None:

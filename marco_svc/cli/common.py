@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from marco_svc.config import Settings, load_settings
-from marco_svc.ingest import IngestResult
-from marco_svc.runtime import Runtime, open_runtime
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the database stack loads when a command opens the runtime
+    from marco_svc.ingest import IngestResult
+    from marco_svc.runtime import Runtime
     from marco_svc.synth.plates import WrittenPlate
 
 
@@ -50,6 +50,8 @@ class CliState:
 
     def runtime(self, upgrade: bool | None = None) -> Runtime:
         if self._runtime is None:
+            from marco_svc.runtime import open_runtime
+
             self._runtime = open_runtime(self.settings, upgrade=upgrade)
         return self._runtime
 

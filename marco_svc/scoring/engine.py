@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 from marco_svc import registry
 from marco_svc.db.models import ModelVersion
 from marco_svc.nets.runner import Runner, open_runner
@@ -21,7 +18,7 @@ from marco_svc.registry import StoredModel
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.batch import Limits, score_batch
 from marco_svc.scoring.lab_rules import LabRules
-from marco_svc.scoring.quality import assess
+from marco_svc.scoring.quality import quality_of
 from marco_svc.scoring.store import (
     PendingImage,
     ScoreResult,
@@ -35,20 +32,6 @@ log = logging.getLogger(__name__)
 
 class NoModel(RuntimeError):
     """No model is configured, active or shipped."""
-
-
-def quality_of(data: bytes, full_width: int | None = None) -> dict:
-    """Quality flags from a half-size decode (the checks work on a 512-pixel copy anyway)."""
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
-    if pixels is None:
-        raise ValueError("OpenCV cannot decode the image")
-    report = assess(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).to_dict()
-    drop = report["drop"]
-    if drop and full_width:
-        factor = full_width / pixels.shape[1]
-        for key in ("cx", "cy", "radius"):
-            drop[key] = round(drop[key] * factor, 1)
-    return report
 
 
 class ScoringEngine:

@@ -157,3 +157,18 @@ def assess(image: np.ndarray, limits: QualityLimits | None = None) -> QualityRep
         drop.circularity if found else 0.0, cut_off, limits.min_drop_circularity
     )
     return report
+
+
+def quality_of(data: bytes, full_width: int | None = None) -> dict:
+    """Quality flags from a half-size decode (the checks work on a 512-pixel copy anyway),
+    with the drop in the coordinates of the full image when its width is given."""
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2)
+    if pixels is None:
+        raise ValueError("OpenCV cannot decode the image")
+    report = assess(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)).to_dict()
+    drop = report["drop"]
+    if drop and full_width:
+        factor = full_width / pixels.shape[1]
+        for key in ("cx", "cy", "radius"):
+            drop[key] = round(drop[key] * factor, 1)
+    return report

@@ -1,20 +1,30 @@
 """Unattended ingestion: watch folders, read each image once it is complete, ingest it.
 
 `stability` (when a file is complete), `scan` (backfill walk and stored-file lookup),
-`events` (watchdog observer and handler), `watcher` (the work loop).
+`events` (watchdog observer and handler), `watcher` (the work loop). Importing this
+package loads no database code: `stability`, `events` and the walk in `scan` are pure,
+and the edge agent uses them; `Watcher` and `watcher_for` load the rest when used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from marco_svc.adapters import adapters_for
-from marco_svc.ingest_files import file_policy
-from marco_svc.runtime import Runtime
-from marco_svc.watch.watcher import Watcher, WatchError, WatchOptions
+if TYPE_CHECKING:
+    from marco_svc.runtime import Runtime
+    from marco_svc.watch.watcher import Watcher, WatchError, WatchOptions
 
 __all__ = ["WatchError", "WatchOptions", "Watcher", "watcher_for"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("WatchError", "WatchOptions", "Watcher"):
+        from marco_svc.watch import watcher
+
+        return getattr(watcher, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def watcher_for(
@@ -25,6 +35,10 @@ def watcher_for(
     polling: bool | None = None,
 ) -> Watcher:
     """A watcher over `roots` (default: the setting watch_roots), configured from settings."""
+    from marco_svc.adapters import adapters_for
+    from marco_svc.ingest_files import file_policy
+    from marco_svc.watch.watcher import Watcher, WatchOptions
+
     settings = runtime.settings
     options = WatchOptions(
         settle=settings.watch_settle_seconds,

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING
 
 from imager_adapters.registry import is_image_file
-from marco_svc.db.models import Image
-from marco_svc.db.session import Database
+
+if TYPE_CHECKING:  # the walk is pure (the edge agent uses it); the lookup loads the database
+    from marco_svc.db.session import Database
 
 log = logging.getLogger(__name__)
 BATCH = 256
@@ -75,6 +75,10 @@ def mark_stored(
     db: Database, files: Iterable[tuple[str, os.stat_result]]
 ) -> Iterator[tuple[str, os.stat_result, bool]]:
     """(path, stat, already stored) for each file, looked up in batches."""
+    from sqlalchemy import select
+
+    from marco_svc.db.models import Image
+
     for chunk in _batches(files):
         with db.session() as session:
             rows = session.execute(
