@@ -52,14 +52,16 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ingest_burst import scratch_postgres  # noqa: E402  (a throw-away database)
 
 GOAL_MS = 50.0
 WELLS = [(row, column) for row in range(16) for column in range(1, 25)]
@@ -72,23 +74,6 @@ MODEL = ("bench-marco", "1")
 ENDPOINTS = ("hits", "hits_model", "hits_head", "scores", "plate", "drops", "plates")
 GOALS = ("hits", "plate")
 DEFAULT_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
-
-
-def scratch_postgres(server: str) -> tuple[str, Callable[[], None]]:
-    """A new empty database on `server`, and the function that drops it."""
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-    name = f"marco_bench_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return f"{server}/{name}", drop
 
 
 def model_folder(folder: Path) -> Path:
@@ -351,6 +336,30 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
 
 
+def timed_get(client: Any, clock: SqlClock, path: str) -> tuple[Any, float, float, int]:
+    """One GET: the answer (200, else the run stops), its milliseconds, its SQL
+    milliseconds and statements."""
+    clock.seconds, clock.statements = 0.0, 0
+    start = time.perf_counter()
+    answer = client.get(path)
+    elapsed = time.perf_counter() - start
+    if answer.status_code != 200:
+        raise SystemExit(f"{path}: {answer.status_code} {answer.get_data()[:300]}")
+    return answer, elapsed * 1000, clock.seconds * 1000, clock.statements
+
+
+def summary(times: list[float], sql: list[float], statements: list[int]) -> dict[str, float]:
+    """p50/p90/p99/max milliseconds, median SQL milliseconds and statements."""
+    return {
+        "p50": statistics.median(times),
+        "p90": percentile(times, 0.90),
+        "p99": percentile(times, 0.99),
+        "max": max(times),
+        "sql_p50": statistics.median(sql),
+        "statements": statistics.median(statements),
+    }
+
+
 def explain(engine: Any, clock: SqlClock, client: Any, rounds: dict[str, str]) -> None:
     """The plan of the slowest statement of one request of each endpoint."""
     postgres = engine.dialect.name == "postgresql"
@@ -409,15 +418,10 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         load_before = os.getloadavg()[0]
         for _ in range(args.requests):
             for name, path in urls(seeded, full, rng).items():
-                clock.seconds, clock.statements = 0.0, 0
-                start = time.perf_counter()
-                answer = client.get(path)
-                elapsed = time.perf_counter() - start
-                if answer.status_code != 200:
-                    raise SystemExit(f"{path}: {answer.status_code} {answer.get_data()[:300]}")
-                times[name].append(elapsed * 1000)
-                sql[name].append(clock.seconds * 1000)
-                statements[name].append(clock.statements)
+                answer, ms, sql_ms, count = timed_get(client, clock, path)
+                times[name].append(ms)
+                sql[name].append(sql_ms)
+                statements[name].append(count)
                 body = answer.get_json()
                 listed = next((v for v in body.values() if isinstance(v, list)), None)
                 items[name].append(len(listed) if listed is not None else 1)
@@ -428,12 +432,7 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         runtime.close()
     result = {
         name: {
-            "p50": statistics.median(times[name]),
-            "p90": percentile(times[name], 0.90),
-            "p99": percentile(times[name], 0.99),
-            "max": max(times[name]),
-            "sql_p50": statistics.median(sql[name]),
-            "statements": statistics.median(statements[name]),
+            **summary(times[name], sql[name], statements[name]),
             "items": statistics.mean(items[name]),
         }
         for name in ENDPOINTS

@@ -162,7 +162,8 @@ def child(config: dict) -> dict:
     }
 
 
-def scratch_postgres(server: str) -> tuple[str, object]:
+def scratch_postgres(server: str) -> tuple[str, Callable[[], None]]:
+    """A new empty database on `server`, and the function that drops it."""
     from sqlalchemy import create_engine, text
 
     admin = create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")

@@ -48,7 +48,6 @@ import os
 import pstats
 import random
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -65,8 +64,9 @@ from api_latency import (  # noqa: E402  (the scratch database, model folder and
     SqlClock,
     active_bench_model,
     chunks,
-    percentile,
     scratch_postgres,
+    summary,
+    timed_get,
 )
 
 PLATES = (("WEB-96", 96, 2), ("WEB-384", 384, 3))
@@ -313,32 +313,17 @@ def measure(url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
         load_before = os.getloadavg()[0]
         for _ in range(args.requests):
             for name, path in urls(seeded, rng).items():
-                clock.seconds, clock.statements = 0.0, 0
-                start = time.perf_counter()
-                answer = client.get(path)
-                elapsed = time.perf_counter() - start
-                if answer.status_code != 200:
-                    raise SystemExit(f"{path}: {answer.status_code}")
-                times[name].append(elapsed * 1000)
-                sql[name].append(clock.seconds * 1000)
-                statements[name].append(clock.statements)
+                _, ms, sql_ms, count = timed_get(client, clock, path)
+                times[name].append(ms)
+                sql[name].append(sql_ms)
+                statements[name].append(count)
         load_after = os.getloadavg()[0]
         if args.profile:
             profile(clock, client, seeded)
     finally:
         gc.unfreeze()
         runtime.close()
-    pages = {
-        name: {
-            "p50": statistics.median(times[name]),
-            "p90": percentile(times[name], 0.90),
-            "p99": percentile(times[name], 0.99),
-            "max": max(times[name]),
-            "sql_p50": statistics.median(sql[name]),
-            "statements": statistics.median(statements[name]),
-        }
-        for name in PAGES
-    }
+    pages = {name: summary(times[name], sql[name], statements[name]) for name in PAGES}
     return {"seeded": seeded, "pages": pages, "sizes": sizes, "load": (load_before, load_after)}
 
 
