@@ -4,16 +4,13 @@ lean (no TensorFlow, database, web server or OpenCV) and runs `marco-svc edge`."
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.test_wheel import ROOT, _clean_env, wheel
+from tests.test_wheel import _clean_env, fresh_install, wheel
 
 __all__ = ["wheel"]  # the module-scoped fixture that builds the checkout's wheel
 
@@ -53,22 +50,8 @@ def test_a_fresh_edge_install_is_lean_and_runs_the_edge_agent(
     wheel: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     base = tmp_path_factory.mktemp("edge")
-    assert not base.resolve().is_relative_to(ROOT)
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
-    pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    started = time.monotonic()
-    install = subprocess.run(
-        [*pip, "install", "-q", f"{wheel}[edge]"],
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        cwd=base,
-        timeout=1500,
-    )
-    print(f"pip install {wheel.name}[edge] took {time.monotonic() - started:.0f} s")
-    assert install.returncode == 0, (install.stdout + install.stderr)[-4000:]
+    python, pip = fresh_install(wheel, base, "edge")
+    venv = python.parent.parent
 
     listed = subprocess.run(
         [*pip, "list", "--format", "json"],

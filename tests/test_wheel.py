@@ -76,6 +76,28 @@ def _git_files(folder: str) -> set[str] | None:
     return {name.removeprefix(f"{folder}/") for name in done.stdout.split("\0") if name}
 
 
+def fresh_install(wheel: Path, base: Path, extra: str) -> tuple[Path, list[str]]:
+    """A new venv under `base` (outside the checkout) with `wheel[extra]` installed: its
+    python, and the pip command line that manages it."""
+    assert not base.resolve().is_relative_to(ROOT)
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    started = time.monotonic()
+    install = subprocess.run(
+        [*pip, "install", "-q", f"{wheel}[{extra}]"],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        cwd=base,
+        timeout=1500,
+    )
+    print(f"pip install {wheel.name}[{extra}] took {time.monotonic() - started:.0f} s")
+    assert install.returncode == 0, (install.stdout + install.stderr)[-4000:]
+    return python, pip
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of the checkout, built from a clean copy (no stale build/ can leak in)."""
@@ -175,22 +197,8 @@ def test_a_fresh_install_of_the_wheel_scores_with_the_shipped_default(
     wheel: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     base = tmp_path_factory.mktemp("fresh")
-    assert not base.resolve().is_relative_to(ROOT)
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / ("Scripts" if os.name == "nt" else "bin") / "python"
-    started = time.monotonic()
-    pip = [sys.executable, "-m", "pip", "--python", str(python)]
-    install = subprocess.run(
-        [*pip, "install", "-q", f"{wheel}[server]"],
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        cwd=base,
-        timeout=1500,
-    )
-    print(f"pip install {wheel.name}[server] took {time.monotonic() - started:.0f} s")
-    assert install.returncode == 0, (install.stdout + install.stderr)[-4000:]
+    python, _ = fresh_install(wheel, base, "server")
+    venv = python.parent.parent
 
     work = base / "work"
     image = write_jpeg(work / "drop.jpg", seed=7, width=320, height=256)
