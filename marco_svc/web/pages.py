@@ -181,9 +181,11 @@ def plates() -> Any:
     seen: dict[str, int] = session.get("seen", {})
     with db_session() as db:
         page = listing.plates_page(db, search, 100, 0)
+        barcodes = [item["barcode"] for item in page["plates"]]
+        found = {p.barcode: p for p in db.scalars(select(Plate).where(Plate.barcode.in_(barcodes)))}
         rows = []
-        for item in page["plates"]:
-            plate = listing.find_plate(db, item["barcode"])
+        for barcode in barcodes:
+            plate = found[barcode]
             overview = listing.plate_overview(db, plate)
             new = _new_hits(db, plate, seen[plate.barcode]) if plate.barcode in seen else None
             rows.append({**overview, "new_hits": new})
