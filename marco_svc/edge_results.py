@@ -6,7 +6,9 @@ a server-side score makes: the image through `marco_svc.ingest.ingest_remote` (t
 ingest path; the file stays on the imager PC and is known as `edge://<imager>/<path>`),
 then its Score through `scoring.store.save_scores(..., source="edge")` under the lab's
 crystal rules (`crystal_rule`, `lab_rules`), so hits are decided as for every other score
-and the page and the LIMS feeds cannot tell the two apart.
+and the page and the LIMS feeds cannot tell the two apart. The image's file stays on the
+imager PC until someone asks for it; `marco_svc.edge_wanted` remembers which agent (token
+scope) holds it, and asks that agent for it.
 
 Exactly once, per result:
 - a key this token already sent (kept per token scope in the Upload table, kind
@@ -40,7 +42,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imager_adapters.record import ImageRecord
 from imager_adapters.wells import GeometryError, parse_plate_type
-from marco_svc import registry
+from marco_svc import edge_wanted, registry
 from marco_svc.db.models import ModelVersion, Score, Upload
 from marco_svc.ingest import ingest_remote
 from marco_svc.labels import MARCO4, MERCK10
@@ -257,6 +259,7 @@ class _Batch:
             raise _Failed(f"invalid metadata: {exc}") from None
         if ingested.outcome == "failed":
             raise _Failed(ingested.reason or "failed", ingested.image_id)
+        edge_wanted.register(self.db, ingested.image_id, self.scope)
         return ingested.image_id, ingested.outcome == "duplicate"
 
     def _scored(self, image_id: int, model: ModelVersion) -> bool:

@@ -75,3 +75,21 @@ def atomic_write(
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
+
+
+def content_path(folder: Path, digest: str, name: str = "") -> Path:
+    """Where bytes with sha256 `digest` are kept: `folder/<digest[:2]>/<digest><suffix>`,
+    the suffix of `name` when it is an image's (`.jpg`, `.png`, ...)."""
+    from imager_adapters.registry import IMAGE_SUFFIXES
+
+    suffix = Path(name).suffix.lower()
+    return folder / digest[:2] / f"{digest}{suffix if suffix in IMAGE_SUFFIXES else ''}"
+
+
+def store_content(folder: Path, digest: str, name: str, chunks: Iterable[bytes] | bytes) -> Path:
+    """Keep bytes at their content address, written once and atomically: identical bytes
+    share the file. The caller vouches that `digest` is the bytes' sha256."""
+    target = content_path(folder, digest, name)
+    if target.exists():
+        return target
+    return atomic_write(target, chunks)

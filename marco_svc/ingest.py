@@ -8,10 +8,11 @@ are another Image, new content for a slot is its next version (1..N, unique; wri
 that race retry). A bad file or conflicting metadata is stored as a failed Image with
 its reason; offering the file again retries it (the reason is updated, or the failed
 row becomes the image). When a stored path no longer exists (the file was moved or
-renamed) the image follows it to the new path. Whatever adapter made the record, its
-barcode, imager, imaging mode and inspection id are checked (`imager_adapters.fields`)
-before anything is stored: a bad one is a failed Image ("invalid metadata: ..."), and
-the imaging mode is stored in its canonical lower-case spelling.
+renamed), or the image's file stayed on an imager PC and has now arrived here, the image
+follows it to the new path. Whatever adapter made the record, its barcode, imager,
+imaging mode and inspection id are checked (`imager_adapters.fields`) before anything
+is stored: a bad one is a failed Image ("invalid metadata: ..."), and the imaging mode
+is stored in its canonical lower-case spelling.
 
 `ingest_remote` takes the same path for an image that stays on another machine (an edge
 agent scored it on the imager PC): nothing is read, the agent's facts (sha256, size,
@@ -60,6 +61,12 @@ def remote_uri(imager: str, path: str) -> str:
 def is_remote(uri: str) -> bool:
     """Whether a stored image's file is on another machine (the server cannot read it)."""
     return uri.startswith(REMOTE_SCHEME)
+
+
+def split_remote(uri: str) -> tuple[str, str]:
+    """(imager, path on that PC) of a `remote_uri` (an imager name holds no '/')."""
+    imager, _, path = uri.removeprefix(REMOTE_SCHEME).partition("/")
+    return imager, path
 
 
 class IngestConflict(ValueError):
@@ -217,8 +224,8 @@ def _store_record(
     )
     same = session.scalar(select(Image).where(*slot, Image.sha256 == facts.sha256).limit(1))
     if same is not None and facts.sha256:
-        if same.uri != uri and not Path(same.uri).exists():
-            same.uri = uri  # the file was moved or renamed: follow it
+        if same.uri != uri and (is_remote(same.uri) or not Path(same.uri).exists()):
+            same.uri = uri  # the file was moved, renamed, or came from the imager PC
         if same.status != ImageStatus.FAILED:
             return IngestResult("duplicate", same.id, facts.path, same.error, same.version)
         outcome = _fill(same, facts, record.adapter, uri)  # a failure offered again: retried

@@ -55,6 +55,9 @@ EXPECTED: dict[tuple[str, str], set[str] | None] = {
     ("POST", "/api/v1/edge/results"): UPLOADERS,
     ("GET", "/api/v1/edge/model"): UPLOADERS,
     ("GET", "/api/v1/edge/model/file"): UPLOADERS,
+    ("GET", "/api/v1/edge/wanted"): UPLOADERS,
+    ("PUT", "/api/v1/edge/images/<id:image_id>/file"): UPLOADERS,
+    ("PUT", "/api/v1/edge/images/<id:image_id>/unavailable"): UPLOADERS,
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import create_engine, inspect, text
 
 from marco_svc.db import migrate
@@ -95,3 +97,48 @@ def test_without_auto_upgrade_an_old_schema_is_refused(empty_database: str, tmp_
     )
     with pytest.raises(migrate.SchemaError, match="marco-svc db upgrade"):
         open_runtime(settings)
+
+
+def test_edge_images_are_backfilled_from_the_remembered_edge_results(empty_database: str) -> None:
+    """0004: each edge image still on its imager PC gets the scope of the first token
+    that sent its result; a stored file or an image without a result gets no row."""
+    engine = create_engine(empty_database)
+    migrate.upgrade(engine, "0003")
+    images = sa.table(
+        "images", *(sa.column(name) for name in ("id", "uri", "sha256", "imaging_mode")),
+        *(sa.column(name) for name in ("version", "adapter", "status", "created_at")),
+        sa.column("updated_at"),
+    )  # fmt: skip
+    uploads = sa.table(
+        "uploads", *(sa.column(name) for name in ("scope", "idempotency_key", "kind")),
+        sa.column("request_sha256"), sa.column("status_code"), sa.column("created_at"),
+        sa.column("response", sa.JSON),
+    )  # fmt: skip
+    now = datetime(2026, 12, 5)
+    uris = {1: "edge://RI-1/D:/a.jpg", 2: "/data/uploads/b.jpg", 3: "edge://RI-1/D:/c.jpg"}
+    sent = [("token:1", 1), ("token:2", 1), ("token:1", 2), ("token:3", None)]
+    with engine.begin() as connection:
+        connection.execute(
+            images.insert(),
+            [
+                {"id": i, "uri": uri, "sha256": "", "imaging_mode": "visible", "version": 1,
+                 "adapter": "edge", "status": "scored", "created_at": now, "updated_at": now}
+                for i, uri in uris.items()
+            ],
+        )  # fmt: skip
+        connection.execute(
+            uploads.insert(),
+            [
+                {"scope": scope, "idempotency_key": f"k{n}", "kind": "edge-result",
+                 "request_sha256": "", "status_code": 200, "created_at": now,
+                 "response": {"outcome": "stored", "image_id": image_id}}
+                for n, (scope, image_id) in enumerate(sent)
+            ],
+        )  # fmt: skip
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT image_id, remote_uri, scope, wanted_at FROM edge_images")
+        )
+        assert [tuple(row) for row in rows] == [(1, uris[1], "token:1", None)]
+    engine.dispose()

@@ -11,6 +11,12 @@ forwards the results; robot (and admin) tokens.
   model has no TFLite artifact (`marco-svc models export REF --format tflite-int8`).
 - `GET /edge/model/file`: that artifact's bytes, `ETag: "<sha256>"`; `If-None-Match`
   with it answers 304. The agent checks the sha256 of what it downloads.
+- `GET /edge/wanted?limit=`: image files someone asked for that stay on this agent's
+  imager PC (see `marco_svc.edge_wanted`); the agent answers each with
+- `PUT /edge/images/{id}/file`: the file's bytes (they must have the image's sha256: 409
+  otherwise); the server keeps them and serves the image from now on, or
+- `PUT /edge/images/{id}/unavailable`: `{"reason": ...}` when the file is gone or changed
+  on the imager PC; the server keeps the reason, stops asking, and readers get it (410).
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Response, request, send_file
+from werkzeug.exceptions import RequestEntityTooLarge
 
-from marco_svc import registry
-from marco_svc.api.access import Permission, current_caller, guarded
+from marco_svc import edge_wanted, registry
+from marco_svc.api.access import Permission, current_caller, guarded, may
 from marco_svc.api.context import runtime
-from marco_svc.api.params import MAX_ID, ApiBlueprint
+from marco_svc.api.params import MAX_ID, ApiBlueprint, QueryArgs
 from marco_svc.api.problems import Problem, problem_doc
-from marco_svc.api.shapes import EdgeModelShape, EdgeResultsAnswer
+from marco_svc.api.shapes import EdgeFileAnswer, EdgeModelShape, EdgeResultsAnswer, WantedFiles
 from marco_svc.edge_results import EdgeResult, store_results
 from marco_svc.nets.card import Artifact, CardError
 
@@ -243,3 +250,103 @@ def edge_model_file() -> Response:
     answer.set_etag(etag)
     answer.headers["Cache-Control"] = "no-cache"
     return answer
+
+
+# -- files the server asks back ---------------------------------------------------------------
+
+MAX_WANTED = 100
+NO_CONTROLS = _Whole(r"^[^\x00-\x1f\x7f]+$", error="no control characters")
+
+
+class WantedArgs(QueryArgs):
+    limit = ma.fields.Integer(
+        load_default=10,
+        validate=ma.validate.Range(1, MAX_WANTED),
+        metadata={"description": "at most this many files"},
+    )
+
+
+class UnavailableArgs(_Open):
+    reason = ma.fields.String(
+        required=True,
+        validate=[ma.validate.Length(1, edge_wanted.MAX_REASON), NO_CONTROLS],
+        metadata={"description": "why the file cannot come (readers are told this)"},
+    )
+
+
+FILE_BODY = {
+    "required": True,
+    "description": "the image file's bytes",
+    "content": {"application/octet-stream": {"schema": BINARY}},
+}
+
+
+@blueprint.route("/edge/wanted")
+@guarded(blueprint, Permission.UPLOAD)
+@blueprint.arguments(WantedArgs, location="query")
+@blueprint.response(200, WantedFiles)
+def edge_wanted_files(args: dict) -> dict:
+    """Image files someone asked for that stay on this agent's imager PC (those sent with
+    this token), least recently offered first. Send each with `PUT /edge/images/{id}/file`,
+    or say why not with `PUT /edge/images/{id}/unavailable`."""
+    files = edge_wanted.wanted(runtime().db, current_caller().scope, args["limit"])
+    return {"images": [asdict(found) for found in files]}
+
+
+def _file_body() -> bytes:
+    """The request body, at most `max_image_bytes` (413 beyond, before it is read)."""
+    limit = runtime().settings.max_image_bytes
+    too_large = Problem(
+        413, "File too large", f"the server takes image files of at most {limit} bytes"
+    )
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    request.max_content_length = limit
+    try:
+        return request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise too_large from None
+
+
+@blueprint.route("/edge/images/<id:image_id>/file", methods=["PUT"])
+@guarded(blueprint, Permission.UPLOAD)
+@blueprint.doc(requestBody=FILE_BODY)
+@blueprint.response(200, EdgeFileAnswer)
+@blueprint.alt_response(404, **problem_doc("no such image, or its file was never on an imager"))
+@blueprint.alt_response(409, **problem_doc("the bytes have another sha256 than the image"))
+@blueprint.alt_response(413, **problem_doc("larger than max_image_bytes"))
+@blueprint.alt_response(422, **problem_doc("the bytes are not an image the server takes"))
+def edge_image_file(image_id: int) -> dict:
+    """The file of an edge image, sent by the agent that holds it: kept by the server (as
+    an upload's file, through the same ingest) and served from now on; the image and its
+    scores stay as they are."""
+    data = _file_body()
+    try:
+        received = edge_wanted.receive(runtime(), image_id, data)
+    except edge_wanted.NotEdgeImage as exc:
+        raise Problem(404, "Not an edge image", str(exc)) from None
+    except edge_wanted.FileMismatch as exc:
+        raise Problem(409, "Not this image's file", str(exc)) from None
+    except edge_wanted.NotAnImage as exc:
+        raise Problem(422, "Not an image", str(exc)) from None
+    return asdict(received)
+
+
+@blueprint.route("/edge/images/<id:image_id>/unavailable", methods=["PUT"])
+@guarded(blueprint, Permission.UPLOAD)
+@blueprint.arguments(UnavailableArgs)
+@blueprint.response(200, EdgeFileAnswer)
+@blueprint.alt_response(404, **problem_doc("no such image, or its file was never on an imager"))
+def edge_image_unavailable(args: dict, image_id: int) -> dict:
+    """The agent cannot send this file (deleted, moved or changed on the imager PC): the
+    server keeps the reason, stops asking, and answers readers 410 with it."""
+    caller = current_caller()
+    try:
+        outcome = edge_wanted.give_up(
+            runtime().db, image_id, caller.scope, args["reason"], may(Permission.ADMIN)
+        )
+    except edge_wanted.NotEdgeImage as exc:
+        raise Problem(404, "Not an edge image", str(exc)) from None
+    except edge_wanted.NotYours as exc:
+        raise Problem(403, "Forbidden", str(exc)) from None
+    return {"image_id": image_id, "outcome": outcome}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import Response, send_file
 
-from marco_svc import human_scores, listing, queries
+from marco_svc import edge_wanted, human_scores, listing, queries
 from marco_svc.api.access import Permission, current_caller, guarded, may
 from marco_svc.api.context import db_session, runtime, service
 from marco_svc.api.models import scoring_version_id, version_id_of
@@ -29,6 +29,7 @@ from marco_svc.api.shapes import (
 )
 from marco_svc.db.models import IMAGE_STATUSES, Image, ImageStatus, ModelVersion
 from marco_svc.file_access import NotServable, open_servable
+from marco_svc.ingest import is_remote
 from marco_svc.ingest_files import served_roots
 from marco_svc.labels import HUMAN_SCALES
 from marco_svc.scoring import heatmaps
@@ -92,6 +93,40 @@ def _missing(image_id: int) -> Problem:
     return Problem(404, "Image not found", f"no image {image_id}")
 
 
+def _from_imager(image_id: int) -> None:
+    """For an image whose file is on an imager PC: ask for it there and answer 202 (retry
+    later), or 410 with the reason it cannot come. Returns when the server has the file."""
+    kept = edge_wanted.ask(runtime().db, image_id)
+    if kept is None:
+        return
+    if kept.reason is not None:
+        raise Problem(410, "Image file not available", kept.reason)
+    raise Problem(
+        202,
+        "Requested from the imager PC",
+        "the file is on the imager PC, which has been asked for it; retry after the given seconds",
+        headers={"Retry-After": str(kept.retry_after)},
+    )
+
+
+def _stored_file(image_id: int, none: str) -> tuple[str, str]:
+    """(uri, sha256) of an image whose file the server has; 404 for no image or a failed
+    one (`none` says what is not served), 202 or 410 for a file on an imager PC."""
+    for _ in range(2):  # again once, when the file arrived from the imager meanwhile
+        with db_session() as session:
+            found = session.get(Image, image_id)
+            facts = (found.uri, found.sha256, found.status) if found else None
+        if facts is None:
+            raise _missing(image_id)
+        uri, sha256, status = facts
+        if status == ImageStatus.FAILED:
+            raise Problem(404, "No image file", f"image {image_id} failed its checks; {none}")
+        if not is_remote(uri):
+            break
+        _from_imager(image_id)
+    return uri, sha256
+
+
 @blueprint.route("/images")
 @guarded(blueprint, READ)
 @blueprint.arguments(ImageFilter, location="query")
@@ -125,16 +160,12 @@ def image(image_id: int) -> dict:
 @guarded(blueprint, READ)
 @blueprint.response(200, BINARY, content_type="image/jpeg", description="the image file")
 @blueprint.alt_response(404, **problem_doc("no such image, or it failed its checks"))
+@blueprint.alt_response(202, **problem_doc("requested from the imager PC; retry after"))
 @blueprint.alt_response(410, **problem_doc("the file is gone or changed"))
 def image_file(image_id: int) -> Response:
-    """The image as stored, if it passed the image check and lies in a served folder."""
-    with db_session() as session:
-        found = session.get(Image, image_id)
-        uri, status = (found.uri, found.status) if found else (None, None)
-    if uri is None:
-        raise _missing(image_id)
-    if status == ImageStatus.FAILED:
-        raise Problem(404, "No image file", f"image {image_id} failed its checks; no file served")
+    """The image as stored, if it passed the image check and lies in a served folder; an
+    image whose file is still on the imager PC is requested from there (202)."""
+    uri, _ = _stored_file(image_id, "no file served")
     try:
         stream, mimetype = open_servable(uri, served_roots(runtime().settings))
     except NotServable as exc:
@@ -147,17 +178,12 @@ def image_file(image_id: int) -> Response:
 @guarded(blueprint, READ)
 @blueprint.response(200, BINARY, content_type="image/jpeg", description="at most 256 px a side")
 @blueprint.alt_response(404, **problem_doc("no such image, or it failed its checks"))
+@blueprint.alt_response(202, **problem_doc("requested from the imager PC; retry after"))
 @blueprint.alt_response(410, **problem_doc("the file is gone or changed"))
 def image_thumbnail(image_id: int) -> Response:
-    """A small JPEG of the image, made once and kept (for plate pages)."""
-    with db_session() as session:
-        found = session.get(Image, image_id)
-        facts = (found.uri, found.sha256, found.status) if found else None
-    if facts is None:
-        raise _missing(image_id)
-    uri, sha256, status = facts
-    if status == ImageStatus.FAILED:
-        raise Problem(404, "No image file", f"image {image_id} failed its checks; no thumbnail")
+    """A small JPEG of the image, made once and kept (for plate pages); an image whose
+    file is still on the imager PC is requested from there (202)."""
+    uri, sha256 = _stored_file(image_id, "no thumbnail")
     settings = runtime().settings
     try:
         path = thumbnail(settings.resolved_data_dir, image_id, uri, sha256, served_roots(settings))
@@ -180,13 +206,16 @@ def _heatmap_version(ref: str | None) -> ModelVersion:
 @guarded(blueprint, READ)
 @blueprint.arguments(HeatmapArgs, location="query")
 @blueprint.response(200, BINARY, content_type="image/png", description="the heatmap overlay")
-@blueprint.alt_response(202, **problem_doc("computing; retry after"))
+@blueprint.alt_response(202, **problem_doc("computing, or the file is requested; retry after"))
 @blueprint.alt_response(404, **problem_doc("no such image or model"))
+@blueprint.alt_response(410, **problem_doc("the file cannot come from the imager PC"))
 @blueprint.alt_response(503, **problem_doc("too many queued, or the model cannot be loaded"))
 def heatmap(args: dict, image_id: int) -> Response:
     """The SmoothGrad heatmap of one image for one class. Cached ones come at once; others
-    are computed by a bounded pool: 202 with Retry-After while one is being made."""
+    are computed by a bounded pool: 202 with Retry-After while one is being made (or while
+    the file is requested from the imager PC)."""
     rt = runtime()
+    _from_imager(image_id)
     version = _heatmap_version(args.get("model"))
     class_label = args.get("class_")
     try:

@@ -250,3 +250,32 @@ class EdgeModelShape(ma.Schema):
     sha256 = fields.String(metadata={"description": "of the file GET /edge/model/file sends"})
     size = fields.Integer(metadata={"description": "bytes"})
     card = fields.Dict(metadata={"description": "the model card (card.json)"})
+
+
+class WantedFileShape(ma.Schema):
+    image_id = fields.Integer(required=True)
+    path = fields.String(
+        required=True, metadata={"description": "the file's path on the imager PC"}
+    )
+    sha256 = fields.String(required=True, metadata={"description": "the file's, as the agent sent"})
+    size_bytes = fields.Integer(allow_none=True)
+
+
+class WantedFiles(ma.Schema):
+    images = fields.List(
+        fields.Nested(WantedFileShape),
+        required=True,
+        metadata={"description": "files someone asked for; send each, or say why not"},
+    )
+
+
+class EdgeFileAnswer(ma.Schema):
+    image_id = fields.Integer(required=True)
+    outcome = fields.String(
+        required=True,
+        metadata={
+            "enum": ["stored", "duplicate", "unavailable"],
+            "description": "stored: the server serves the file now; duplicate: it had it "
+            "already; unavailable: the reason is kept and the server stops asking",
+        },
+    )

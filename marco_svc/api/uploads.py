@@ -35,14 +35,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 
 from imager_adapters.manifest import ManifestEntry, ManifestError, parse_manifest
-from imager_adapters.registry import IMAGE_SUFFIXES
 from marco_svc.api.access import Permission, current_caller, guarded
 from marco_svc.api.context import db_session, runtime
 from marco_svc.api.params import ApiBlueprint
 from marco_svc.api.problems import Problem, problem_doc
 from marco_svc.api.shapes import UploadResult
 from marco_svc.db.models import Upload
-from marco_svc.file_store import atomic_write
+from marco_svc.file_store import store_content
 from marco_svc.ingest import ingest
 from marco_svc.ingest_files import file_policy
 
@@ -173,11 +172,7 @@ def _chunks(storage: FileStorage) -> Iterator[bytes]:
 def _save(storage: FileStorage, digest: str, folder: Path) -> Path:
     """Store the part at its content address, atomically (a reader never sees half a file).
     Identical bytes share the file; the images (one per drop slot) are separate rows."""
-    suffix = Path(storage.filename or "").suffix.lower()
-    target = folder / digest[:2] / f"{digest}{suffix if suffix in IMAGE_SUFFIXES else ''}"
-    if target.exists():
-        return target
-    return atomic_write(target, _chunks(storage))
+    return store_content(folder, digest, storage.filename or "", _chunks(storage))
 
 
 def _request_sha(metadata: Any, pairs: list[tuple[ManifestEntry, Part]], digests: list[str]) -> str:

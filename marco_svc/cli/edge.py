@@ -80,7 +80,14 @@ def _run_options(function: Callable[..., Any]) -> Callable[..., Any]:
             "--once",
             is_flag=True,
             default=None,
-            help="Score what is there now, forward, and exit (no watching).",
+            help="Score what is there now, forward, send the files the service asked for, "
+            "and exit (no watching).",
+        ),
+        click.option(
+            "--pull-seconds",
+            type=click.FloatRange(min=0),
+            help="Seconds between asking the service which image files it wants "
+            "(default 30; 0: never send files).",
         ),
     ]
     for decorator in reversed(decorators):
@@ -299,6 +306,8 @@ def _assemble(state: Path, options: dict[str, Any], config_file: str | None) -> 
     from marco_svc.edge.forwarder import Forwarder
     from marco_svc.edge.model_updates import ModelError, ModelManager
     from marco_svc.edge.outbox import Outbox
+    from marco_svc.edge.pull import INTERVAL as PULL_INTERVAL
+    from marco_svc.edge.pull import FilePuller
     from marco_svc.file_access import FilePolicy
 
     try:
@@ -342,6 +351,10 @@ def _assemble(state: Path, options: dict[str, Any], config_file: str | None) -> 
             adapters,
             agent_options,
         )
+        pull_seconds = options.get("pull_seconds")
+        if pull_seconds != 0:
+            interval = PULL_INTERVAL if pull_seconds is None else pull_seconds
+            agent.puller = FilePuller(server, agent.roots, agent.policy, interval=interval)
     except (ModelError, ValueError) as exc:
         outbox.close()
         raise click.ClickException(str(exc)) from None
@@ -352,7 +365,8 @@ def _assemble(state: Path, options: dict[str, Any], config_file: str | None) -> 
 
 
 def _run_once(agent: Any, models: Any) -> None:
-    """`--once`: fetch a model if needed, score what is there, forward, report."""
+    """`--once`: fetch a model if needed, score what is there, forward, answer one poll of
+    asked files, report."""
     from marco_svc.edge.model_updates import ModelError
 
     if models.updates:
@@ -362,6 +376,8 @@ def _run_once(agent: Any, models: Any) -> None:
     except ModelError as exc:
         raise click.ClickException(f"no model to score with: {exc}") from None
     forwarded = agent.forwarder.drain(time.monotonic() + 300)
+    if agent.puller is not None and forwarded.error is None:
+        agent.puller.pull_once()
     depth = agent.outbox.depth()
     click.echo(
         f"scored {counts['scored']}, failed {counts['failed']}, not taken "

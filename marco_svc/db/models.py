@@ -162,6 +162,28 @@ class Image(Base):
     scores: Mapped[list[Score]] = relationship(back_populates="image")
 
 
+class EdgeImage(Base):
+    """An image an edge agent scored, whose file stays on its imager PC: where it is there
+    (`remote_uri`, `edge://IMAGER/PATH`, kept after the file came and the image's uri was
+    pointed at it), which agent holds it (the scope of the token that sent the result),
+    when someone first asked for the file, when the agent was last told so, and why the
+    agent cannot send it (then the server stops asking). `marco_svc.edge_wanted` keeps it."""
+
+    __tablename__ = "edge_images"
+    __table_args__ = (Index("ix_edge_images_scope_wanted", "scope", "wanted_at"),)
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    remote_uri: Mapped[str] = mapped_column(String(2048))
+    scope: Mapped[str] = mapped_column(String(80))
+    wanted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    offered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    unavailable: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class ModelVersion(Base):
     """A registered model: its card, artifact checksum, metrics, and whether it scores now."""
 

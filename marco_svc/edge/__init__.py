@@ -7,7 +7,8 @@ database server, no web framework):
 - `client`: the HTTP calls to the service (urllib, Bearer token);
 - `forwarder`: drains the outbox to `POST /api/v1/edge/results`, with backoff;
 - `model_updates`: the model in use (pinned, or fetched from `GET /api/v1/edge/model`);
-- `agent`: watches folders, parses paths with the imager adapters, scores with LiteRT.
+- `agent`: watches folders, parses paths with the imager adapters, scores with LiteRT;
+- `pull`: sends the image files the service asks for (`GET /api/v1/edge/wanted`).
 """
 
 from __future__ import annotations

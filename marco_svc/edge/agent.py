@@ -1,16 +1,15 @@
 """The edge agent's work loop: new image files in, scored results into the outbox.
 
-Threads: watchdog's observer pushes file events into a bounded inbox
-(`marco_svc.watch.events`); one work thread owns the rest, as the service's watcher
-does: it turns events and folder walks (`marco_svc.watch.scan.walk_images`: at start,
-and every `rescan_interval`) into pending files, judges each with the watcher's settle
-rules (`marco_svc.watch.stability`), parses complete ones with the imager adapters
-(`imager_adapters.registry.parse_path`), reads them under the file policy
-(`marco_svc.file_access.read_image_file`: size limit, links, the full decode check),
-and scores them in batches through `marco_svc.scoring.batch.score_batch` with the
-model's LiteRT runner, the server's preprocessing. Each result is put in the outbox
-before anything goes on the network; a second thread (`Forwarder`) drains it and a
-third (`ModelManager`) keeps the model current.
+The folder loop is the service watcher's (`marco_svc.watch.loop.FolderLoop`: watchdog
+events into a bounded inbox, folder walks at start and every `rescan_interval`, the
+settle rules, one work thread); the agent fills in what happens to complete files: it
+parses them with the imager adapters (`imager_adapters.registry.parse_path`), reads
+them under the file policy (`marco_svc.file_access.read_image_file`: size limit,
+links, the full decode check), and scores them in batches through
+`marco_svc.scoring.batch.score_batch` with the model's LiteRT runner, the server's
+preprocessing. Each result is put in the outbox before anything goes on the network; a
+second thread (`Forwarder`) drains it, a third (`ModelManager`) keeps the model current
+and a fourth (`FilePuller`, when given) sends the image files the server asks for.
 
 A file already in the outbox (same path, size and mtime) is not read again, so a
 restart costs a walk. Unknown naming: logged and skipped. A corrupt image: logged and
@@ -24,46 +23,38 @@ import hashlib
 import logging
 import math
 import os
-import queue
 import threading
 import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from imager_adapters.record import ImageRecord, Rejection
-from imager_adapters.registry import Adapter, is_image_file, parse_path
+from imager_adapters.registry import Adapter, parse_path
 from marco_svc.edge.forwarder import Forwarder
 from marco_svc.edge.model_updates import EdgeModel, ModelError, ModelManager
 from marco_svc.edge.outbox import FileStamp, Outbox, now_iso
+from marco_svc.edge.pull import FilePuller
 from marco_svc.errors import first_line
-from marco_svc.file_access import FilePolicy, read_image_file
+from marco_svc.file_access import read_image_file
 from marco_svc.scoring.batch import Limits, score_batch
-from marco_svc.watch.events import EventInbox, Handler, start_observer
+from marco_svc.watch.loop import FolderLoop, LoopOptions
 from marco_svc.watch.scan import is_hidden_below, walk_images
-from marco_svc.watch.stability import Pending, Verdict
 
 log = logging.getLogger(__name__)
-_BUDGET = 1000  # events or walked files taken per turn of the loop
 COMPACT_EVERY = 24 * 3600.0
 
 
 @dataclass(frozen=True)
-class AgentOptions:
-    """How the agent judges completeness, batches, listens and stops."""
+class AgentOptions(LoopOptions):
+    """The folder loop's options (watched roots always allowed by `policy`), how the agent
+    batches, the imager name sent when a path names none, and how it stops."""
 
-    settle: float = 2.0
-    max_wait: float = 600.0
-    rescan_interval: float = 600.0
     batch_size: int = 8
-    queue_size: int = 10_000
-    polling: bool = False
-    poll_seconds: float = 1.0
-    imager: str = ""  # the imager name sent when a path names none
-    policy: FilePolicy = field(default_factory=FilePolicy)  # watched roots always allowed
+    imager: str = ""
     stop_timeout: float = 60.0
     flush_seconds: float = 10.0  # at stop, forward what is pending for at most this long
 
@@ -107,13 +98,16 @@ def result_key(image_sha256: str, model_sha256: str, slot: Sequence[Any]) -> str
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class EdgeAgent:
+class EdgeAgent(FolderLoop):
     """Scores every image that arrives under `roots` and queues the results.
 
     `start()` / `stop()` (or `run_until(event)`) run it in threads; `scan_once()` does
     one synchronous pass instead (not while started). `forwarder` may be None (results
     then wait in the outbox).
     """
+
+    thread_name = "marco-edge"
+    log = log
 
     def __init__(
         self,
@@ -124,34 +118,16 @@ class EdgeAgent:
         adapters: Sequence[Adapter] | None = None,
         options: AgentOptions | None = None,
     ) -> None:
-        if not roots:
-            raise ValueError("no folder to watch")
-        self.roots = [str(Path(root).resolve()) for root in roots]
-        for root, given in zip(self.roots, roots, strict=True):
-            if not Path(root).is_dir():
-                raise ValueError(f"cannot watch {given}: not a folder")
+        self.options = options or AgentOptions()
+        super().__init__(roots, self.options)
         self.outbox, self.models, self.forwarder = outbox, models, forwarder
         self.adapters = list(adapters) if adapters is not None else None
-        self.options = options or AgentOptions()
-        policy = self.options.policy
-        self.policy = policy.with_roots([*policy.roots, *self.roots])
         self.quality = quality_function()
-        self.stats: Counter[str] = Counter()
-        self._pending = Pending(
-            self.options.settle, self.options.max_wait, trust_mtime=not self.options.polling
-        )
-        self._inbox = EventInbox(self.options.queue_size, self._overflow)
-        self._jobs: deque[tuple[str, Iterator[tuple[str, os.stat_result]]]] = deque()
-        self._full_queued = False  # a walk of every root waits to start
-        self._recent: OrderedDict[str, tuple[int, int]] = OrderedDict()  # skipped as they are
-        self._rescan = threading.Event()
-        self._stopping = threading.Event()
         self._background_stop = threading.Event()
-        self._last_scan = time.monotonic()
         self._last_compact = float("-inf")  # compact once at start, then daily
         self._no_model_told: str | None = None
-        self._observer: Any = None
         self._threads: list[threading.Thread] = []
+        self.puller: FilePuller | None = None  # sends the files the server asks for
         if self.quality is None:
             log.info("OpenCV is not installed: results carry no quality flags")
 
@@ -159,20 +135,17 @@ class EdgeAgent:
 
     def start(self) -> None:
         """Listen first, then walk the folders: nothing slips between the walk and events."""
-        self._stopping.clear()
         self._background_stop.clear()
-        self._rescan.set()
         self.outbox.set_meta(
             "agent", {"started_at": now_iso(), "pid": os.getpid(), "watch": self.roots}
         )
-        self._observer = start_observer(
-            self.roots, Handler(self._inbox), self.options.polling, self.options.poll_seconds
-        )
-        self._spawn("marco-edge", self._run)
+        self._threads.append(self._start_loop())
         if self.forwarder is not None:
             self._spawn("marco-edge-forward", lambda: self.forwarder.run(self._background_stop))
         if self.models.updates:
             self._spawn("marco-edge-models", lambda: self.models.run(self._background_stop))
+        if self.puller is not None:
+            self._spawn("marco-edge-pull", lambda: self.puller.run(self._background_stop))
         log.info("watching %s", ", ".join(self.roots))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -193,10 +166,7 @@ class EdgeAgent:
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
         self._threads = [t for t in self._threads if t.is_alive()]
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(max(0.1, deadline - time.monotonic()))
-            self._observer = None
+        self._stop_observer(max(0.1, deadline - time.monotonic()))
         forwarding = any(t.name == "marco-edge-forward" for t in self._threads)
         if self.forwarder is not None and not forwarding and self.forwarder.failures == 0:
             self.forwarder.drain(time.monotonic() + self.options.flush_seconds)
@@ -218,15 +188,6 @@ class EdgeAgent:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    def idle(self) -> bool:
-        """Nothing to walk, pending or queued (results may still wait in the outbox)."""
-        return (
-            not self._rescan.is_set()
-            and not self._jobs
-            and len(self._pending) == 0
-            and self._inbox.settled()
-        )
 
     # -- one synchronous pass ---------------------------------------------------------------
 
@@ -257,54 +218,32 @@ class EdgeAgent:
         done.subtract(before)
         return +done
 
-    # -- the loop ---------------------------------------------------------------------------
+    # -- the folder loop's hooks ------------------------------------------------------------
 
-    def _overflow(self) -> None:
-        self.stats["overflows"] += 1
-        self._rescan.set()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._turn()
-            except Exception:  # the loop must outlive any bug in one turn
-                self.stats["errors"] += 1
-                log.exception("edge agent: unexpected error; going on")
-                self._stopping.wait(1.0)
-
-    def _turn(self) -> None:
-        now = time.monotonic()
-        self._watch_observer()
+    def _on_turn(self, now: float) -> None:
         if now - self._last_compact >= COMPACT_EVERY:
             self._last_compact = now
             self.outbox.compact()
-        interval = self.options.rescan_interval
-        if interval > 0 and not self._jobs and now - self._last_scan >= interval:
-            self._rescan.set()
-        if self._rescan.is_set():
-            self._rescan.clear()
-            if not self._full_queued:
-                self._full_queued = True
-                self._jobs.append(("full", self._walk(self.roots)))
-        taken = 0
-        room = self.options.queue_size
-        while taken < _BUDGET and len(self._pending) < room:
-            try:
-                item = self._inbox.queue.get_nowait()
-            except queue.Empty:
-                break
-            self._on_event(item, now)
-            taken += 1
-        while self._jobs and taken < _BUDGET and len(self._pending) < room:
-            self._walk_one(now)
-            taken += 1
-        model = self._model()
-        if model is not None:
-            ready = self._ready(now)
-            if ready:
-                self._process(ready, model)
-                return
-        self._sleep(busy=taken >= _BUDGET, waiting=model is None)
+
+    def _ready_limit(self) -> int:
+        return self.options.batch_size if self._model() is not None else 0
+
+    def _on_ready(self, paths: list[str]) -> None:
+        model = self.models.current
+        if model is None:  # not expected: a model is never taken away
+            for path in paths:
+                self._pending.retry_later(path, time.monotonic(), give_up=False)
+            return
+        self._process(paths, model)
+
+    def _on_stuck(self, path: str, reason: str) -> None:
+        self._skip(path, reason)
+
+    def _handled(self, path: str, stat: os.stat_result) -> bool:
+        """In the outbox as it is now, or skipped as it is now (unknown naming)."""
+        if super()._handled(path, stat):
+            return True
+        return self.outbox.has_file(FileStamp(path, stat.st_size, stat.st_mtime_ns))
 
     def _model(self) -> EdgeModel | None:
         model = self.models.current
@@ -317,101 +256,6 @@ class EdgeAgent:
             self._no_model_told = None
         return model
 
-    def _sleep(self, busy: bool, waiting: bool) -> None:
-        room = len(self._pending) < self.options.queue_size
-        if busy or (self._jobs and room):
-            return
-        next_check = None if waiting else self._pending.next_check()
-        timeout = 0.5 if next_check is None else min(0.5, max(0.0, next_check - time.monotonic()))
-        if timeout <= 0:
-            return
-        if not room:
-            self._stopping.wait(timeout)
-            return
-        try:
-            item = self._inbox.queue.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._on_event(item, time.monotonic())
-
-    def _watch_observer(self) -> None:
-        """Restart file events if the observer died (e.g. a share went away and came back)."""
-        if self._observer is None or self._observer.is_alive() or self._stopping.is_set():
-            return
-        log.error("file events stopped; restarting the observer")
-        self.stats["observer_restarts"] += 1
-        try:
-            self._observer = start_observer(
-                self.roots, Handler(self._inbox), self.options.polling, self.options.poll_seconds
-            )
-            self._rescan.set()
-        except OSError as exc:
-            log.error("cannot watch %s: %s", self.roots, exc)
-            self._stopping.wait(10.0)
-
-    def _on_event(self, item: tuple[str, str] | None, now: float) -> None:
-        if item is None:  # a wake-up on stop
-            return
-        kind, path = item
-        try:
-            if kind == "dir":
-                if not is_hidden_below(path, self.roots):
-                    self._jobs.append(("dir", self._walk([path])))
-            elif kind == "gone":
-                self._pending.forget(path)
-                self._recent.pop(path, None)
-            elif is_image_file(Path(path)) and not is_hidden_below(path, self.roots):
-                self._pending.touch(path, now, complete=kind == "complete")
-        finally:
-            self._inbox.done()
-
-    def _walk(self, folders: Sequence[str]) -> Iterator[tuple[str, os.stat_result]]:
-        for folder in folders:
-            yield from walk_images(folder)
-
-    def _walk_one(self, now: float) -> None:
-        kind, job = self._jobs[0]
-        if kind == "full" and self._full_queued:
-            self._full_queued = False  # started: a new request needs a new walk
-            self.stats["scans"] += 1
-        try:
-            path, stat = next(job)
-        except StopIteration:
-            self._jobs.popleft()
-            if kind == "full":
-                self._last_scan = time.monotonic()
-            return
-        if self._handled(path, stat):
-            self.stats["skipped"] += 1
-        else:
-            self._pending.touch(path, now)
-
-    def _handled(self, path: str, stat: os.stat_result) -> bool:
-        """In the outbox as it is now, or skipped as it is now (unknown naming)."""
-        if self._recent.get(path) == (stat.st_size, stat.st_mtime_ns):
-            return True
-        return self.outbox.has_file(FileStamp(path, stat.st_size, stat.st_mtime_ns))
-
-    def _ready(self, now: float) -> list[str]:
-        """Up to `batch_size` due files that are complete."""
-        ready: list[str] = []
-        for path in self._pending.due(now, self.options.batch_size):  # each is judged
-            try:
-                stat: os.stat_result | None = os.stat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                stat = None
-            except OSError:
-                ready.append(path)  # unreadable: reading it records why
-                continue
-            verdict = self._pending.check(path, stat, now, time.time())
-            if verdict is Verdict.GONE:
-                self.stats["gone"] += 1
-            elif verdict is Verdict.STUCK:
-                self._skip(path, f"still being written after {self.options.max_wait:g} s")
-            elif verdict is Verdict.READY:
-                ready.append(path)
-        return ready
-
     # -- files ------------------------------------------------------------------------------
 
     def _skip(self, path: str, reason: str, level: int = logging.WARNING) -> None:
@@ -423,12 +267,7 @@ class EdgeAgent:
             stat = os.stat(path)
         except OSError:
             return
-        self._remember(path, stat.st_size, stat.st_mtime_ns)
-
-    def _remember(self, path: str, size: int, mtime_ns: int) -> None:
-        self._recent[path] = (size, mtime_ns)
-        while len(self._recent) > self.options.queue_size:
-            self._recent.popitem(last=False)
+        self._remember(path, (stat.st_size, stat.st_mtime_ns))
 
     def _admit(self, path: str, model: EdgeModel) -> tuple[_File, bytes] | None:
         """Parse, read and check one file: the file and its bytes, or None (skipped,
@@ -554,7 +393,7 @@ class EdgeAgent:
         new = self.outbox.put(item["key"], item, stamp, failed=failed)
         self._pending.forget(path)
         if not new:  # the same image for the same slot, e.g. a copy: not read again
-            self._remember(path, stamp.size, stamp.mtime_ns)
+            self._remember(path, (stamp.size, stamp.mtime_ns))
             self.stats["duplicate"] += 1
             log.info("%s: already in the outbox (the same image for the same drop)", path)
         elif failed is None:

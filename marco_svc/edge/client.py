@@ -87,15 +87,22 @@ class Server:
         return f"{self.base_url}{path}"
 
     def _open(
-        self, method: str, path: str, body: Any = None, accept: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        accept: str = "application/json",
+        raw: bytes | None = None,
     ) -> tuple[int, Message, IO[bytes]]:
-        data = None
+        data = raw
         headers = {
             "Authorization": f"Bearer {self.token}",
             "Accept": accept,
             "User-Agent": USER_AGENT,
         }
-        if body is not None:
+        if raw is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None:
             data = json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self.url(path), data, headers, method=method)
@@ -107,9 +114,10 @@ class Server:
             raise Unreachable(_why(exc)) from None
         return response.status, response.headers, response
 
-    def request(self, method: str, path: str, body: Any = None) -> Reply:
-        """One call; the whole answer (at most MAX_ANSWER_BYTES) as a Reply."""
-        status, headers, stream = self._open(method, path, body)
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Reply:
+        """One call with a JSON `body` or `raw` bytes (application/octet-stream); the whole
+        answer (at most MAX_ANSWER_BYTES) as a Reply."""
+        status, headers, stream = self._open(method, path, body, raw=raw)
         try:
             with stream:
                 data = stream.read(MAX_ANSWER_BYTES + 1)

@@ -235,18 +235,17 @@ class Forwarder:
     # -- the loop ---------------------------------------------------------------------------
 
     def retry_delay(self) -> float:
-        """Seconds to wait after the last try: 0 when it went well, else the backoff
-        (exponential, capped; long after a refused token), with jitter (50-100 %)."""
+        """Seconds to wait after the last try: 0 when it went well, else `backoff_delay`."""
         report = self.last
-        if report is None or report.error is None or self.failures == 0:
+        if report is None or report.error is None:
             return 0.0
-        if report.kind in ("refused", "no-endpoint"):
-            delay = self.refused_backoff
-        else:
-            delay = min(self.backoff_cap, self.backoff_base * 2 ** min(self.failures - 1, 30))
-            if report.retry_after is not None:
-                delay = max(delay, min(report.retry_after, self.refused_backoff))
-        return delay * (0.5 + 0.5 * self.jitter())
+        return backoff_delay(
+            self.failures,
+            report.kind,
+            report.retry_after,
+            (self.backoff_base, self.backoff_cap, self.refused_backoff),
+            self.jitter,
+        )
 
     def wake(self) -> None:
         """New results are in the outbox: stop an idle wait (never a backoff)."""
@@ -261,6 +260,39 @@ class Forwarder:
                 stop.wait(self.retry_delay())
             elif report.tried == 0:
                 self._wake.wait(self.idle_poll)
+
+
+def trouble_kind(status: int) -> str:
+    """What an answer other than success means for a retry: "refused" (the token),
+    "no-endpoint" (a server older than this agent), else "transient"."""
+    if status in REFUSED_STATUS:
+        return "refused"
+    if status in NO_ENDPOINT_STATUS:
+        return "no-endpoint"
+    return "transient"
+
+
+def backoff_delay(
+    failures: int,
+    kind: str | None,
+    retry_after: float | None,
+    limits: tuple[float, float, float],
+    jitter: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait after `failures` tries in a row went wrong (0 when none did):
+    exponential from `base` up to `cap`, at least the server's Retry-After (up to `long`),
+    `long` after a refused token or a missing endpoint; with jitter (50-100 %).
+    `limits` is (base, cap, long)."""
+    if failures <= 0:
+        return 0.0
+    base, cap, long = limits
+    if kind in ("refused", "no-endpoint"):
+        delay = long
+    else:
+        delay = min(cap, base * 2 ** min(failures - 1, 30))
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, long))
+    return delay * (0.5 + 0.5 * jitter())
 
 
 def _seconds(value: float) -> str:

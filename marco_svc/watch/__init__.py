@@ -1,9 +1,11 @@
 """Unattended ingestion: watch folders, read each image once it is complete, ingest it.
 
 `stability` (when a file is complete), `scan` (backfill walk and stored-file lookup),
-`events` (watchdog observer and handler), `watcher` (the work loop). Importing this
-package loads no database code: `stability`, `events` and the walk in `scan` are pure,
-and the edge agent uses them; `Watcher` and `watcher_for` load the rest when used.
+`events` (watchdog observer and handler), `loop` (the folder loop: events, walks, settle
+rules; a hook for each complete file), `watcher` (the loop that stores files). Importing
+this package loads no database code: `stability`, `events`, `loop` and the walk in `scan`
+are pure, and the edge agent's loop is a `FolderLoop` too; `Watcher` and `watcher_for`
+load the rest when used.
 """
 
 from __future__ import annotations
@@ -14,13 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from marco_svc.runtime import Runtime
-    from marco_svc.watch.watcher import Watcher, WatchError, WatchOptions
+    from marco_svc.watch.loop import WatchError
+    from marco_svc.watch.watcher import Watcher, WatchOptions
 
 __all__ = ["WatchError", "WatchOptions", "Watcher", "watcher_for"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("WatchError", "WatchOptions", "Watcher"):
+    if name == "WatchError":
+        from marco_svc.watch.loop import WatchError
+
+        return WatchError
+    if name in ("WatchOptions", "Watcher"):
         from marco_svc.watch import watcher
 
         return getattr(watcher, name)

@@ -23,11 +23,12 @@ from flask import (
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from marco_svc import listing, queries, registry, tokens
+from marco_svc import edge_wanted, listing, queries, registry, tokens
 from marco_svc.api import sessions
 from marco_svc.api.access import GRANTS, Permission
 from marco_svc.api.context import db_session, runtime
 from marco_svc.db.models import Drop, Image, Inspection, ModelVersion, Plate, Score
+from marco_svc.ingest import is_remote
 from marco_svc.labels import HUMAN_SCALES, MARCO4_LABELS, to_four
 from marco_svc.plate_grid import plate_grid
 from marco_svc.registry.store import ModelStoreError
@@ -327,10 +328,12 @@ def drop(image_id: int) -> Any:
         plate = image.drop.plate
         neighbours = _neighbours(db, image)
         history = _history(db, image)
+        remote = is_remote(image.uri)
     score = detail["score"]
     return render_template(
         "drop.html",
         image=detail,
+        kept=edge_wanted.ask(runtime().db, image_id) if remote else None,
         plate=plate,
         score=score,
         heads=_heads(score["probabilities"]) if score else {},
