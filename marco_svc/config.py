@@ -115,6 +115,31 @@ class Settings:
         True, "Score new images inside `marco-svc serve` and `marco-svc watch`."
     )
     scoring_batch_size: int = _setting(16, "Images per model call when scoring.")
+    model_threads: int = _setting(
+        0,
+        "CPU threads one model call may use when scoring (0: all cores); 1 per worker "
+        "process when several workers share a machine.",
+    )
+    broker_url: str = _setting(
+        "",
+        "Celery broker (redis://HOST:6379/0 or amqp://USER:PASSWORD@HOST//): scoring and "
+        "heatmaps run in `marco-svc worker` processes; empty: inside serve and watch.",
+        secret=True,
+    )
+    broker_queue: str = _setting("marco", "Name of the broker queue the workers consume.")
+    broker_visibility_timeout: float = _setting(
+        3600.0,
+        "Redis broker: seconds before a task a worker took but never finished (it died) is "
+        "handed to another worker; must exceed the longest task.",
+    )
+    dispatch_max_queued: int = _setting(
+        64, "Scoring tasks the dispatcher keeps waiting in the broker at most (back-pressure)."
+    )
+    dispatch_again_seconds: float = _setting(
+        600.0,
+        "Images still unscored this long after they were sent to the workers are sent again "
+        "(a lost task; the tasks are idempotent).",
+    )
     heatmaps_for_hits: bool = _setting(
         True, "Compute the SmoothGrad heatmap of every hit ahead of time, when idle."
     )

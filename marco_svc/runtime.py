@@ -9,7 +9,7 @@ from marco_svc.config import Settings, load_settings
 from marco_svc.db import migrate
 from marco_svc.db.session import Database
 from marco_svc.file_store import apply_umask
-from marco_svc.work_queue import InProcessScoringQueue, ScoringQueue
+from marco_svc.work_queue import InProcessScoringQueue, ScoringQueue, WakeUpQueue
 
 log = logging.getLogger(__name__)
 
@@ -47,4 +47,5 @@ def open_runtime(settings: Settings | None = None, upgrade: bool | None = None) 
     except BaseException:
         db.dispose()
         raise
-    return Runtime(settings, db)
+    queue: ScoringQueue = WakeUpQueue() if settings.broker_url else InProcessScoringQueue()
+    return Runtime(settings, db, queue)

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from marco_svc.config import Settings
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.heatmap_jobs import HeatmapJobs
 
-if TYPE_CHECKING:  # both pull in heavy imports (watchdog, TensorFlow) only when used
+if TYPE_CHECKING:  # they pull in heavy imports (watchdog, TensorFlow, Celery) only when used
     from marco_svc.scoring.worker import ScoringWorker
+    from marco_svc.tasks.dispatcher import Dispatcher
+    from marco_svc.tasks.heatmap_requests import BrokerHeatmapJobs
     from marco_svc.watch import Watcher
 
 
@@ -30,21 +33,22 @@ class Trouble:
 
 
 class Service:
-    """The runtime plus an optional watcher and scoring worker, started and stopped together,
-    and the pool that computes heatmaps asked for over HTTP (`heatmap_jobs`)."""
+    """The runtime plus an optional watcher and scorer, started and stopped together, and
+    what computes heatmaps asked for over HTTP (`heatmap_jobs`).
+
+    The scorer is the in-process scoring worker, or, with a broker (setting broker_url),
+    the dispatcher that sends the images to the Celery workers; heatmaps then go to the
+    workers too."""
 
     def __init__(
         self,
         runtime: Runtime,
         watcher: Watcher | None = None,
-        scorer: ScoringWorker | None = None,
-        heatmap_jobs: HeatmapJobs | None = None,
+        scorer: ScoringWorker | Dispatcher | None = None,
+        heatmap_jobs: HeatmapJobs | BrokerHeatmapJobs | None = None,
     ) -> None:
         self.runtime, self.watcher, self.scorer = runtime, watcher, scorer
-        if heatmap_jobs is None:
-            settings = runtime.settings
-            heatmap_jobs = HeatmapJobs(settings.heatmap_workers, settings.heatmap_queue)
-        self.heatmap_jobs = heatmap_jobs
+        self.heatmap_jobs = heatmap_jobs or _heatmap_jobs(runtime.settings)
         self._started = False
 
     @classmethod
@@ -64,7 +68,11 @@ class Service:
             from marco_svc.watch import watcher_for
 
             watcher = watcher_for(runtime, roots, adapter=adapter, polling=polling)
-        if runtime.settings.scoring_enabled:
+        if runtime.settings.scoring_enabled and runtime.settings.broker_url:
+            from marco_svc.tasks.dispatcher import Dispatcher
+
+            scorer = Dispatcher(runtime)
+        elif runtime.settings.scoring_enabled:
             from marco_svc.scoring.worker import ScoringWorker
 
             scorer = ScoringWorker(runtime)
@@ -80,9 +88,10 @@ class Service:
             return
         self._started = True
         if self.scorer is not None:
-            from marco_svc.nets import quiet_tensorflow
+            if not self.runtime.settings.broker_url:  # the scorer runs models here
+                from marco_svc.nets import quiet_tensorflow
 
-            quiet_tensorflow()
+                quiet_tensorflow()
             self.scorer.start()
         if self.watcher is not None:
             self.watcher.start()
@@ -131,3 +140,13 @@ class Service:
                 "counts": dict(self.watcher.stats),
             }
         return body
+
+
+def _heatmap_jobs(settings: Settings) -> HeatmapJobs | BrokerHeatmapJobs:
+    """The in-process pool, or the Celery workers when a broker is configured."""
+    if settings.broker_url:
+        from marco_svc.tasks.app import celery_app
+        from marco_svc.tasks.heatmap_requests import BrokerHeatmapJobs
+
+        return BrokerHeatmapJobs(celery_app(settings), settings.broker_queue)
+    return HeatmapJobs(settings.heatmap_workers, settings.heatmap_queue)

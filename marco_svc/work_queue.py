@@ -1,9 +1,11 @@
-"""Images waiting to be scored: a tiny queue interface and its in-process implementation.
+"""Images waiting to be scored: a tiny queue interface and its two implementations.
 
-Ingest (watcher, robot upload) puts the ids of images it created; the scoring engine
-takes them in batches. The database stays the durable truth (images with status
-`new`), so a queue lost with the process, or one that overflowed, loses nothing: the
-scorer also sweeps `new` images (`dropped` tells it one is due).
+Ingest (watcher, robot upload) puts the ids of images it created. Without a broker the
+in-process scorer takes them in batches (`InProcessScoringQueue`); with one, a put only
+wakes this process's dispatcher (`WakeUpQueue`), which finds the new images in the
+database and sends them to the Celery workers. The database stays the durable truth
+(images with status `new`), so a queue lost with the process, or one that overflowed,
+loses nothing: the scorer and the dispatcher also sweep what is pending.
 """
 
 from __future__ import annotations
@@ -15,11 +17,34 @@ from typing import Protocol
 
 
 class ScoringQueue(Protocol):
-    """Where ingest announces new images and the scorer picks them up."""
+    """Where ingest announces new images; `len` is how many wait in this process."""
 
     def put(self, image_ids: Iterable[int]) -> None: ...
 
-    def get(self, timeout: float | None = None, max_items: int = 64) -> list[int]: ...
+    def __len__(self) -> int: ...
+
+
+class WakeUpQueue:
+    """With a broker: a put wakes this process's dispatcher, which reads the database."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def put(self, image_ids: Iterable[int]) -> None:
+        if any(True for _ in image_ids):
+            self._event.set()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wait(self, timeout: float | None) -> bool:
+        """True when woken within `timeout`; the next wait waits again."""
+        woken = self._event.wait(timeout)
+        self._event.clear()
+        return woken
+
+    def __len__(self) -> int:
+        return 0
 
 
 class InProcessScoringQueue:

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "synth",
     "train",
     "tokens",
+    "worker",
     "edge",
 )
 

@@ -58,6 +58,7 @@ class CliState:
     def close(self) -> None:
         if self._runtime is not None:
             self._runtime.close()
+            self._runtime = None
 
 
 pass_state = click.make_pass_decorator(CliState)

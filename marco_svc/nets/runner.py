@@ -164,9 +164,14 @@ def choose_format(card: ModelCard, fmt: str | None = None) -> str:
 
 
 def open_runner(
-    card: ModelCard, folder: Path, fmt: str | None = None, verify: bool = True
+    card: ModelCard,
+    folder: Path,
+    fmt: str | None = None,
+    verify: bool = True,
+    threads: int | None = None,
 ) -> Runner:
-    """A runner for one artifact of the model (see `choose_format`); `verify` checks its sha256."""
+    """A runner for one artifact of the model (see `choose_format`); `verify` checks its
+    sha256; `threads` caps the CPU threads of a model call (None: every core)."""
     fmt = choose_format(card, fmt)
     if verify:
         checked = [fmt]
@@ -174,8 +179,21 @@ def open_runner(
             checked.append(lite_preprocessing.FORMAT)
         card.verify(folder, checked)
     if fmt == "keras":
+        if threads:
+            limit_tensorflow_threads(threads)
         return KerasRunner(card, folder)
-    return LiteRTRunner(card, folder, fmt)
+    return LiteRTRunner(card, folder, fmt, threads)
+
+
+def limit_tensorflow_threads(threads: int) -> None:
+    """Cap TensorFlow's thread pools, if it has not started them yet (then they stay)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # already initialised in this process
+        pass
 
 
 def load_keras(path: Path) -> Any:

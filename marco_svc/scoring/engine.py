@@ -49,7 +49,10 @@ class ScoringEngine:
         self.model = model or self._resolve()
         self.version_id = registry.upsert_version(runtime.db, self.model)
         self.runner: Runner = open_runner(
-            self.model.card, self.model.folder, artifact or settings.scoring_artifact or None
+            self.model.card,
+            self.model.folder,
+            artifact or settings.scoring_artifact or None,
+            threads=settings.model_threads or None,
         )
         self.rules = LabRules.parse(settings.crystal_rule, settings.lab_rules)
         self.limits = Limits(settings.max_image_pixels)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import case, exists, select, update
+from sqlalchemy import Select, case, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -52,23 +52,44 @@ class ScoreResult:
     latency_ms: float
 
 
-def pending_images(session: Session, model_version_id: int, limit: int) -> list[PendingImage]:
-    """Unscored (by this version), not failed images the server can read: new ones first,
-    then by id."""
+def _pending(model_version_id: int) -> Select:
+    """Images not failed, not scored by this version, and readable by the server."""
     scored = exists().where(Score.image_id == Image.id, Score.model_version_id == model_version_id)
-    rows = session.execute(
-        select(Image.id, Image.uri, Plate.barcode, Image.width)
+    return select(Image.id).where(
+        Image.status != ImageStatus.FAILED,
+        ~scored,
+        ~Image.uri.startswith(REMOTE_SCHEME, autoescape=True),
+    )
+
+
+def pending_images(
+    session: Session,
+    model_version_id: int,
+    limit: int,
+    among: Sequence[int] | None = None,
+) -> list[PendingImage]:
+    """Pending images (see the module): new ones first, then by id; only those of `among`
+    when given (a task's images)."""
+    query = (
+        _pending(model_version_id)
+        .add_columns(Image.uri, Plate.barcode, Image.width)
         .outerjoin(Inspection, Image.inspection_id == Inspection.id)
         .outerjoin(Plate, Inspection.plate_id == Plate.id)
-        .where(
-            Image.status != ImageStatus.FAILED,
-            ~scored,
-            ~Image.uri.startswith(REMOTE_SCHEME, autoescape=True),
-        )
-        .order_by(case((Image.status == ImageStatus.NEW, 0), else_=1), Image.id)
-        .limit(limit)
+    )
+    if among is not None:
+        query = query.where(Image.id.in_(list(among)))
+    rows = session.execute(
+        query.order_by(case((Image.status == ImageStatus.NEW, 0), else_=1), Image.id).limit(limit)
     )
     return [PendingImage(*row) for row in rows]
+
+
+def pending_ids_after(
+    session: Session, model_version_id: int, after_id: int, limit: int
+) -> list[int]:
+    """Ids of pending images above `after_id`, ascending: a dispatcher's walk in pages."""
+    query = _pending(model_version_id).where(Image.id > after_id).order_by(Image.id).limit(limit)
+    return list(session.scalars(query))
 
 
 def mark_failed(db: Database, image_id: int, reason: str) -> None:
@@ -88,7 +109,10 @@ def save_scores(
     barcodes: dict[int, str | None],
     source: str = "server",
 ) -> int:
-    """Store one Score per (image, version) and mark the images scored; returns rows written."""
+    """Store one Score per (image, version) and mark the images scored; returns rows written.
+
+    An image this version has scored already keeps its score and its feed place: a task
+    delivered twice, or two workers racing on one image, store it once."""
     points = model.card.get("operating_points", {})
     written = 0
     with db.session() as session:
@@ -108,21 +132,19 @@ def save_scores(
                 "feed_seq": next(positions),
             }
             existing = session.scalar(
-                select(Score).where(
+                select(Score.id).where(
                     Score.image_id == result.image_id, Score.model_version_id == model.id
                 )
             )
-            if existing is None:
-                try:
-                    with session.begin_nested():
-                        session.add(
-                            Score(image_id=result.image_id, model_version_id=model.id, **values)
-                        )
-                except IntegrityError:
-                    continue  # another worker stored it first
-            else:
-                for key, value in values.items():
-                    setattr(existing, key, value)
+            if existing is not None:
+                continue
+            try:
+                with session.begin_nested():
+                    session.add(
+                        Score(image_id=result.image_id, model_version_id=model.id, **values)
+                    )
+            except IntegrityError:
+                continue  # another worker stored it first
             written += 1
         session.execute(
             update(Image)

@@ -1,9 +1,10 @@
-"""The background scorer inside `serve` and `watch`: wakes on the scoring queue, scores what
-the database says is pending for the active model, and, when idle, makes the heatmaps of hits.
+"""The background scorer inside `serve` and `watch` when no broker is configured: scores the
+images the scoring queue names, then what the database says is pending for the active model,
+and, when idle, makes the heatmaps of hits.
 
-The queue only wakes it up; the database is the truth, so nothing is lost when the queue
-overflows or the process restarts. Activating another model version makes it reload and
-rescore in the background.
+It runs the same jobs as the Celery workers (`scoring.jobs`). The queue only says what is
+new; the database is the truth, so nothing is lost when the queue overflows or the process
+restarts. Activating another model version makes it reload and rescore in the background.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import time
 from typing import Any
 
 from marco_svc.runtime import Runtime
-from marco_svc.scoring import heatmaps
+from marco_svc.scoring import heatmaps, jobs
 from marco_svc.scoring.engine import NoModel, ScoringEngine
 from marco_svc.scoring.store import pending_images
+from marco_svc.work_queue import InProcessScoringQueue
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,10 @@ class ScoringWorker:
     def __init__(self, runtime: Runtime, poll_seconds: float = 5.0) -> None:
         self.runtime = runtime
         self.poll_seconds = poll_seconds
-        self.engine: ScoringEngine | None = None
+        if not isinstance(runtime.scoring_queue, InProcessScoringQueue):
+            raise TypeError("the in-process scorer needs the in-process scoring queue")
+        self.queue: InProcessScoringQueue = runtime.scoring_queue
+        self.current = jobs.CurrentEngine(runtime)
         self.scored = 0
         self.heatmaps = 0
         self.last_error: str | None = None
@@ -40,14 +45,14 @@ class ScoringWorker:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
-        self.runtime.scoring_queue.put([])  # wake it
+        self.queue.put([])  # wake it
         self._thread.join(timeout)
 
     def wait_until_scored(self, timeout: float) -> bool:
         """True once no image is pending for the active model (for tests and the demo)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            engine = self.engine
+            engine = self.current.engine
             if engine is not None and engine.is_current() and self._idle.is_set():
                 with self.runtime.db.session() as session:
                     if not pending_images(session, engine.version_id, 1):
@@ -55,44 +60,40 @@ class ScoringWorker:
             time.sleep(0.1)
         return False
 
+    @property
+    def engine(self) -> ScoringEngine | None:
+        return self.current.engine
+
     def status(self) -> dict[str, Any]:
+        engine = self.current.engine
         return {
             "running": self._thread.is_alive(),
-            "model": self.engine.model.ref if self.engine else None,
+            "model": engine.model.ref if engine else None,
             "scored": self.scored,
             "heatmaps": self.heatmaps,
             "last_error": self.last_error,
         }
 
-    def _engine(self) -> ScoringEngine:
-        if self.engine is None or not self.engine.is_current():
-            settings = self.runtime.settings
-            self.engine = ScoringEngine(self.runtime, batch_size=settings.scoring_batch_size)
-            log.info("scoring with %s (%s)", self.engine.model.ref, self.engine.runner.fmt)
-        return self.engine
-
     def _one_heatmap(self, engine: ScoringEngine) -> bool:
-        if (
-            not self.runtime.settings.heatmaps_for_hits
-            or "keras" not in engine.model.card.artifacts
-        ):
+        if not jobs.wants_heatmaps(engine):
             return False
         image_id = heatmaps.next_hit_without_heatmap(self.runtime, engine.version)
         if image_id is None:
             return False
-        heatmaps.compute(self.runtime, image_id, engine.version)
+        jobs.make_heatmap(self.runtime, image_id, engine.version_id)
         self.heatmaps += 1
         return True
 
     def _run(self) -> None:
         wait = 0.0
         while not self._stop.is_set():
-            self.runtime.scoring_queue.get(timeout=wait, max_items=100_000)
+            new = self.queue.get(timeout=wait, max_items=100_000)
             if self._stop.is_set():
                 break
             try:
                 self._idle.clear()
-                engine = self._engine()
+                engine = self.current.get()
+                self.scored += jobs.score_images(engine, new).scored
                 self.scored += engine.run_pending()
                 busy = self._one_heatmap(engine)
                 self.last_error = None
