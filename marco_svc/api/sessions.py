@@ -7,6 +7,7 @@ form field `csrf`)."""
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 from pathlib import Path
 
@@ -27,8 +28,22 @@ def session_key(settings: Settings) -> bytes:
     sessions survive restarts and every worker process of one service agrees."""
     path: Path = settings.resolved_data_dir / KEY_FILE
     if not path.is_file():
-        atomic_write(path, secrets.token_bytes(32), mode=0o600)
+        _create_once(path, secrets.token_bytes(32))
     return path.read_bytes()
+
+
+def _create_once(path: Path, data: bytes) -> None:
+    """Write `path` whole unless it exists: of web workers starting at once on a fresh data
+    folder, the first one's key stands and every other one reads it."""
+    draft = atomic_write(path.with_name(f".{path.name}.{secrets.token_hex(8)}"), data, mode=0o600)
+    try:
+        os.link(draft, path)  # refuses to replace: FileExistsError when another was first
+    except FileExistsError:
+        pass
+    except OSError:  # a file system without hard links: last writer wins, as before
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
 
 
 def configure(app: Flask, settings: Settings) -> None:
