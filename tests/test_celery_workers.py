@@ -102,18 +102,19 @@ def test_a_worker_killed_mid_task_loses_nothing(
     queue = runtime.settings.broker_queue
     try:
         register_active(runtime, tiny_model)
-        ids = add_images(runtime, tmp_path / "images", 320)
+        # large frames: a task takes long enough to be killed in the middle of it
+        ids = add_images(runtime, tmp_path / "images", 320, width=1600, height=1200)
         dispatcher = Dispatcher(runtime, poll_seconds=0.5)
         with workers(runtime.settings, 1, tmp_path) as (first,):
             dispatcher.start()
-            wait_for(lambda: score_count(runtime) > 0 and unacked_of(queue) == 1, 120, "busy")
-            first.kill()  # SIGKILL while it holds a task it has not acknowledged
+            wait_for(lambda: score_count(runtime) > 0 and first.busy(), 120, "a task under way")
+            first.kill()  # SIGKILL in the middle of a task
         done_by_first = first.scored()
         dispatcher.stop()
         assert score_count(runtime) < 320 and unacked_of(queue) == 1
         assert dispatcher.status()["sent_images"] == 320
         with workers(runtime.settings, 1, tmp_path / "second") as (second,):
-            wait_for(lambda: score_count(runtime) == 320, 300, "every image, the lost task too")
+            wait_for(lambda: score_count(runtime) == 320, 120, "every image, the lost task too")
             wait_for(lambda: done_by_first + second.scored() == 320, 30, "the last log line")
         assert unacked_of(queue) == 0
         per_image = scores_per_image(runtime)

@@ -32,6 +32,7 @@ from tests.test_watch_cli import free_port
 
 REDIS_URL = os.environ.get("MARCO_TEST_REDIS", "redis://127.0.0.1:6379/0")
 SCORED_LINE = re.compile(r"scored (\d+) of (\d+) images")
+STARTED_LINE = re.compile(r"task \S+: \d+ images to score")
 
 
 def broker_settings(settings: Settings, broker_url: str = REDIS_URL, **changes: object) -> Settings:
@@ -95,6 +96,11 @@ class Worker:
         """Images this worker's tasks scored, from its log lines."""
         return sum(int(m.group(1)) for m in SCORED_LINE.finditer(self.text()))
 
+    def busy(self) -> bool:
+        """Whether the worker is inside a scoring task now (started, not finished)."""
+        text = self.text()
+        return len(STARTED_LINE.findall(text)) > len(SCORED_LINE.findall(text))
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(30)
@@ -123,12 +129,14 @@ def workers(settings: Settings, count: int, log_dir: Path) -> Iterator[list[Work
             worker.stop()
 
 
-def add_images(runtime: Runtime, folder: Path, count: int) -> list[int]:
-    """`count` (at most 1,152) small JPEGs ingested as the drops of one 384-well plate."""
+def add_images(
+    runtime: Runtime, folder: Path, count: int, width: int = 96, height: int = 80
+) -> list[int]:
+    """`count` (at most 1,152) JPEGs ingested as the drops of one 384-well plate."""
     ids = []
     for i in range(count):
         row, column, drop = "ABCDEFGHIJKLMNOP"[i // 72], i // 3 % 24 + 1, i % 3 + 1
-        path = write_jpeg(folder / f"{i}.jpg", seed=i, width=96, height=80)
+        path = write_jpeg(folder / f"{i}.jpg", seed=i, width=width, height=height)
         record = ImageRecord(path, "SCALE-1", f"{row}{column}", drop, datetime(2024, 3, 1), "RI-2")
         result = ingest(runtime.db, record)
         assert result.outcome == "created", result

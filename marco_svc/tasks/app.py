@@ -101,6 +101,7 @@ def worker_app(settings: Settings) -> Celery:
         from marco_svc.scoring import jobs
         from marco_svc.scoring.engine import NoModel
 
+        log.info("task %s: %d images to score", task.request.id, len(image_ids))
         current = state.current()
         try:
             engine = current.get()
