@@ -115,10 +115,10 @@ class Settings:
         True, "Score new images inside `marco-svc serve` and `marco-svc watch`."
     )
     scoring_batch_size: int = _setting(16, "Images per model call when scoring.")
-    model_threads: int = _setting(
+    scoring_threads: int = _setting(
         0,
-        "CPU threads one model call may use when scoring (0: all cores); 1 per worker "
-        "process when several workers share a machine.",
+        "CPU threads one scoring process uses for the model and the image checks (0: every "
+        "core); 1 for each of several workers on one machine.",
     )
     broker_url: str = _setting(
         "",

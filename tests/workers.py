@@ -41,7 +41,7 @@ def broker_settings(settings: Settings, broker_url: str = REDIS_URL, **changes: 
         "broker_url": broker_url,
         "broker_queue": f"test-{uuid.uuid4().hex[:10]}",
         "scoring_artifact": "tflite-fp32",
-        "model_threads": 1,
+        "scoring_threads": 1,
         "heatmaps_for_hits": False,
     }
     return replace(settings, **{**defaults, **changes})
@@ -59,7 +59,7 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "MARCO_BROKER_QUEUE": settings.broker_queue,
         "MARCO_BROKER_VISIBILITY_TIMEOUT": str(settings.broker_visibility_timeout),
         "MARCO_SCORING_ARTIFACT": settings.scoring_artifact,
-        "MARCO_MODEL_THREADS": str(settings.model_threads),
+        "MARCO_SCORING_THREADS": str(settings.scoring_threads),
         "MARCO_HEATMAPS_FOR_HITS": str(settings.heatmaps_for_hits).lower(),
         "MARCO_CRYSTAL_RULE": settings.crystal_rule,
         "MARCO_SMOOTHGRAD_SAMPLES": str(settings.smoothgrad_samples),

@@ -33,7 +33,7 @@ def command(state: CliState, concurrency: int, pool: str, hostname: str | None) 
 
     `marco-svc watch` or `serve` sends the images waiting to be scored; run as many
     workers as the machines allow (each loads the active model once; setting
-    model_threads=1 when several share a machine). Every worker needs the database, the
+    scoring_threads=1 when several share a machine). Every worker needs the database, the
     image files and the data folder (models, heatmaps) at the same paths as the server.
     A task is acknowledged once done: a worker killed mid-task loses nothing.
     """

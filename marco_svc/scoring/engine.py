@@ -26,6 +26,7 @@ from marco_svc.scoring.store import (
     pending_images,
     save_scores,
 )
+from marco_svc.scoring.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,13 @@ class ScoringEngine:
         settings = runtime.settings
         self.model = model or self._resolve()
         self.version_id = registry.upsert_version(runtime.db, self.model)
+        if settings.scoring_threads:
+            limit_threads(settings.scoring_threads)
         self.runner: Runner = open_runner(
             self.model.card,
             self.model.folder,
             artifact or settings.scoring_artifact or None,
-            threads=settings.model_threads or None,
+            threads=settings.scoring_threads or None,
         )
         self.rules = LabRules.parse(settings.crystal_rule, settings.lab_rules)
         self.limits = Limits(settings.max_image_pixels)
