@@ -113,3 +113,13 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "MARCO_DATABASE_URL": settings.resolved_database_url,
         "MARCO_CONFIG": "",
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random-weight network (Keras and TFLite fp32) for tests that score."""
+    from tests.nets_helpers import write_model_folder
+
+    folder = tmp_path_factory.mktemp("tiny-model") / "1"
+    write_model_folder(folder, "resnet-32", "tiny", "1", tflite=True)
+    return folder

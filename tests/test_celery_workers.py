@@ -21,7 +21,6 @@ from marco_svc.service import Service
 from marco_svc.tasks.dispatcher import Dispatcher
 from tests.conftest import _empty_tables
 from tests.helpers import api_client, wait_for
-from tests.nets_helpers import write_model_folder
 from tests.test_scoring_service import register_active
 from tests.workers import (
     REDIS_URL,
@@ -33,13 +32,6 @@ from tests.workers import (
 )
 
 pytestmark = [pytest.mark.celery, pytest.mark.postgres, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("model") / "1"
-    write_model_folder(folder, "resnet-32", "tiny", "1", tflite=True)
-    return folder
 
 
 @pytest.fixture

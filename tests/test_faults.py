@@ -21,7 +21,6 @@ from marco_svc.runtime import Runtime, open_runtime
 from marco_svc.service import Service
 from tests.conftest import _empty_tables
 from tests.helpers import jpeg_bytes, wait_for
-from tests.nets_helpers import write_model_folder
 from tests.test_scoring_service import register_active
 from tests.test_watch import FAST
 from tests.workers import (
@@ -44,13 +43,6 @@ NAMES = [
     for col in range(1, 25)
     for drop in (1, 2, 3)
 ][:IMAGES]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("model") / "1"
-    write_model_folder(folder, "resnet-32", "tiny", "1", tflite=True)
-    return folder
 
 
 @pytest.fixture
