@@ -148,5 +148,7 @@ def _heatmap_jobs(settings: Settings) -> HeatmapJobs | BrokerHeatmapJobs:
         from marco_svc.tasks.app import celery_app
         from marco_svc.tasks.heatmap_requests import BrokerHeatmapJobs
 
-        return BrokerHeatmapJobs(celery_app(settings), settings.broker_queue)
+        return BrokerHeatmapJobs(
+            celery_app(settings), settings.broker_queue, settings.smoothgrad_samples
+        )
     return HeatmapJobs(settings.heatmap_workers, settings.heatmap_queue)

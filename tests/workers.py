@@ -62,7 +62,6 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "MARCO_SCORING_THREADS": str(settings.scoring_threads),
         "MARCO_HEATMAPS_FOR_HITS": str(settings.heatmaps_for_hits).lower(),
         "MARCO_CRYSTAL_RULE": settings.crystal_rule,
-        "MARCO_SMOOTHGRAD_SAMPLES": str(settings.smoothgrad_samples),
         "MARCO_LOG_LEVEL": "INFO",
     }
 

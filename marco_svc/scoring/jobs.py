@@ -19,6 +19,7 @@ from marco_svc.db.models import Heatmap, ModelVersion, Score
 from marco_svc.runtime import Runtime
 from marco_svc.scoring import heatmaps
 from marco_svc.scoring.engine import ScoringEngine
+from marco_svc.scoring.saliency import SmoothGradParams
 from marco_svc.scoring.store import PendingImage, pending_images
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,17 @@ def wants_heatmaps(engine: ScoringEngine) -> bool:
 
 
 def make_heatmap(
-    runtime: Runtime, image_id: int, version_id: int, class_label: str | None = None
+    runtime: Runtime,
+    image_id: int,
+    version_id: int,
+    class_label: str | None = None,
+    samples: int | None = None,
 ) -> heatmaps.HeatmapFile:
-    """The heatmap of one image by one model version, from the cache or computed now."""
+    """The heatmap of one image by one model version, from the cache or computed now, with
+    `samples` noisy copies (default: the setting smoothgrad_samples)."""
     with runtime.db.session() as session:
         version = session.get(ModelVersion, version_id)
     if version is None:
         raise heatmaps.HeatmapError(f"no model version {version_id}")
-    return heatmaps.compute(runtime, image_id, version, class_label)
+    params = SmoothGradParams(n=samples) if samples else None
+    return heatmaps.compute(runtime, image_id, version, class_label, params)

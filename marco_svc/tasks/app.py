@@ -120,12 +120,19 @@ def worker_app(settings: Settings) -> Celery:
         return {"scored": done.scored, "skipped": done.skipped}
 
     @app.task(name=HEATMAP, bind=True, **retry_database)
-    def heatmap(task: Task, image_id: int, version_id: int, class_label: str | None) -> None:
+    def heatmap(
+        task: Task,
+        image_id: int,
+        version_id: int,
+        class_label: str | None,
+        samples: int | None = None,
+    ) -> None:
+        """`samples`: the asker's smoothgrad_samples (its cache key), else this worker's."""
         from marco_svc.scoring import heatmaps, jobs
 
         runtime = state.current().runtime
         try:
-            made = jobs.make_heatmap(runtime, image_id, version_id, class_label)
+            made = jobs.make_heatmap(runtime, image_id, version_id, class_label, samples)
         except heatmaps.HeatmapError as exc:  # the image's or the model's fault: no retry
             log.warning("no heatmap for image %s: %s", image_id, exc)
             return

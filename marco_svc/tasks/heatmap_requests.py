@@ -27,8 +27,13 @@ BROKER_RETRY_SECONDS = 30
 class BrokerHeatmapJobs:
     """Sends heatmap jobs to the workers; keyed (image id, model version id, class)."""
 
-    def __init__(self, app: Celery, queue: str, resend_seconds: float = 300.0) -> None:
+    def __init__(
+        self, app: Celery, queue: str, samples: int, resend_seconds: float = 300.0
+    ) -> None:
+        """`samples`: this process's smoothgrad_samples, sent with each job, so the worker
+        makes the heatmap this process looks for in the cache."""
         self.app, self.queue, self.resend_seconds = app, queue, resend_seconds
+        self.samples = samples
         self._sent: dict[Hashable, float] = {}
         self._lock = threading.Lock()
 
@@ -43,7 +48,9 @@ class BrokerHeatmapJobs:
             if key not in self._sent:
                 try:
                     self.app.send_task(
-                        HEATMAP, args=[image_id, version_id, class_label], queue=self.queue
+                        HEATMAP,
+                        args=[image_id, version_id, class_label, self.samples],
+                        queue=self.queue,
                     )
                 except (KombuError, OSError) as exc:
                     raise HeatmapUnavailable(
