@@ -61,7 +61,8 @@ class Service:
         polling: bool | None = None,
     ) -> Service:
         """A service as the settings ask: a watcher over `watch_roots` (default: the setting;
-        none: no watcher) and a scoring worker when `scoring_enabled`."""
+        none: no watcher) and, when `scoring_enabled`, the scoring worker thread, or with a
+        broker the dispatcher that feeds the Celery workers."""
         roots = runtime.settings.watch_roots if watch_roots is None else watch_roots
         watcher = scorer = None
         if roots:
