@@ -10,12 +10,12 @@ from datetime import datetime
 from pathlib import Path
 
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from imager_adapters.record import ImageRecord
 from marco_svc import tokens
 from marco_svc.api import create_app
-from marco_svc.db.models import HumanScore, ModelVersion
+from marco_svc.db.models import HumanScore, ModelVersion, Score
 from marco_svc.ingest import ingest
 from marco_svc.runtime import Runtime
 from marco_svc.scoring.lab_rules import LabRules
@@ -100,9 +100,10 @@ def test_pages_show_the_plate_and_mark_new_hits(runtime: Runtime, tmp_path: Path
     cells = {c["image_id"]: c for c in json.loads(grid.group(1))["cells"]}
     b1 = cells[seeded["ids"][(1, "B1")]]
     assert (b1["well"], b1["hit"], b1["four"]["Crystals"]) == ("B1", True, 0.8)
-    # a new hit after the visit: the plates page marks it
+    # a new hit after the visit (A2 scored afresh: its old score gone): the page marks it
     with runtime.db.session() as session:
         model = session.scalar(select(ModelVersion))
+        session.execute(delete(Score).where(Score.image_id == seeded["ids"][(1, "A2")]))
     save_scores(
         runtime.db,
         model,
