@@ -1,8 +1,8 @@
 """Images waiting to be scored: a tiny queue interface and its two implementations.
 
-Ingest (watcher, robot upload) puts the ids of images it created. Without a broker the
-in-process scorer takes them in batches (`InProcessScoringQueue`); with one, a put only
-wakes this process's dispatcher (`WakeUpQueue`), which finds the new images in the
+Ingest (watcher, robot upload) puts the ids of images it created. Without a broker they
+wake the in-process scorer (`InProcessScoringQueue`); with one, a put only wakes this
+process's dispatcher (`WakeUpQueue`), which finds the new images in the
 database and sends them to the Celery workers. The database stays the durable truth
 (images with status `new`), so a queue lost with the process, or one that overflowed,
 loses nothing: the scorer and the dispatcher also sweep what is pending.

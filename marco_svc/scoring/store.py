@@ -118,6 +118,13 @@ def save_scores(
     with db.session() as session:
         positions = feed.claim(session, feed.SCORES, len(results))
         for result in results:
+            existing = session.scalar(
+                select(Score.id).where(
+                    Score.image_id == result.image_id, Score.model_version_id == model.id
+                )
+            )
+            if existing is not None:
+                continue
             rule = rules.for_barcode(barcodes.get(result.image_id))
             decision = decide(result.probabilities, rule, points)
             values = {
@@ -131,13 +138,6 @@ def save_scores(
                 "source": source,
                 "feed_seq": next(positions),
             }
-            existing = session.scalar(
-                select(Score.id).where(
-                    Score.image_id == result.image_id, Score.model_version_id == model.id
-                )
-            )
-            if existing is not None:
-                continue
             try:
                 with session.begin_nested():
                     session.add(

@@ -1,10 +1,11 @@
-"""The background scorer inside `serve` and `watch` when no broker is configured: scores the
-images the scoring queue names, then what the database says is pending for the active model,
-and, when idle, makes the heatmaps of hits.
+"""The background scorer inside `serve` and `watch` when no broker is configured: wakes on the
+scoring queue, scores what the database says is pending for the active model (new images
+first), and, when idle, makes the heatmaps of hits.
 
-It runs the same jobs as the Celery workers (`scoring.jobs`). The queue only says what is
-new; the database is the truth, so nothing is lost when the queue overflows or the process
-restarts. Activating another model version makes it reload and rescore in the background.
+It holds its engine and makes heatmaps as the Celery workers do (`scoring.jobs`). The queue
+only wakes it up; the database is the truth, so nothing is lost when the queue overflows or
+the process restarts. Activating another model version makes it reload and rescore in the
+background.
 """
 
 from __future__ import annotations
@@ -60,10 +61,6 @@ class ScoringWorker:
             time.sleep(0.1)
         return False
 
-    @property
-    def engine(self) -> ScoringEngine | None:
-        return self.current.engine
-
     def status(self) -> dict[str, Any]:
         engine = self.current.engine
         return {
@@ -87,13 +84,12 @@ class ScoringWorker:
     def _run(self) -> None:
         wait = 0.0
         while not self._stop.is_set():
-            new = self.queue.get(timeout=wait, max_items=100_000)
+            self.queue.get(timeout=wait, max_items=100_000)
             if self._stop.is_set():
                 break
             try:
                 self._idle.clear()
                 engine = self.current.get()
-                self.scored += jobs.score_images(engine, new).scored
                 self.scored += engine.run_pending()
                 busy = self._one_heatmap(engine)
                 self.last_error = None
