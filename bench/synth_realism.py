@@ -5,6 +5,12 @@
 Needs ../shared/data/formulatrix_90j8 (or $MARCO_SHARED; skips with a message without
 it). Prints, for the real plate's 96 drops and N synthetic clear drops rendered at full size, the
 median of each statistic and the synthetic/real ratio.
+
+Then, per imager look (marco_svc/synth/looks.py), frame statistics that need no drop
+detection, with the real frames each look is modelled on beside it: the Rock Imager
+plate for `formulatrix`, the two CHiMP crystal drops (grayscale, square sub-wells) for
+`minstrel`. The other looks have no real frame here; their figures show the range they
+randomise (cast, fill, vignetting, magnification).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from marco_svc.synth.render import render_drop  # noqa: E402
 
 SHARED = Path(os.environ.get("MARCO_SHARED", ROOT.parent / "shared"))
 REAL = SHARED / "data" / "formulatrix_90j8" / "90j8_2018-04-11_RI1000-0081-2drop"
+CHIMP = SHARED / "data" / "chimp_crystal_refs"
+LOOK_SIZE = (512, 612)  # frames are compared at this size (real ones resized to it)
 
 
 def stats(rgb: np.ndarray, jpeg_bytes: int) -> dict[str, float]:
@@ -89,5 +97,62 @@ def main() -> None:
         )
 
 
+def frame_stats(rgb: np.ndarray) -> dict[str, float]:
+    """Look statistics of one frame at LOOK_SIZE: colour, light, wall, vignetting, noise."""
+    img = rgb.astype(np.float32)
+    grey = img.mean(axis=2)
+    lit = grey > np.percentile(grey, 60)
+    r, g, b = (img[..., c][lit].mean() for c in range(3))
+    h, w = grey.shape
+    centre = grey[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
+    h8, w8 = h // 8, w // 8
+    corners = np.concatenate([grey[:h8, :w8], grey[h - h8 :, w - w8 :]])
+    high = grey - cv2.GaussianBlur(grey, (0, 0), 2)
+    return {
+        "colour (mean |R-B|, 8-bit)": float(np.abs(img[..., 0] - img[..., 2]).mean()),
+        "lit R/G": r / g,
+        "lit B/G": b / g,
+        "lit level (90th pct)": float(np.percentile(grey, 90) / 255),
+        "dark fraction (grey < 60)": float((grey < 60).mean()),
+        "corner / centre level": float(corners.mean() / max(centre.mean(), 1.0)),
+        "noise (high-pass MAD, lit)": float(np.median(np.abs(high[lit])) * 1.4826),
+    }
+
+
+def _resized(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]
+    return cv2.resize(image, LOOK_SIZE[::-1], interpolation=cv2.INTER_AREA)
+
+
+def per_look(n: int) -> None:
+    """Median frame statistics per look over n clear and crystal drops, real beside them."""
+    from marco_svc.synth.looks import LOOKS
+
+    columns: dict[str, list[dict[str, float]]] = {}
+    fills: dict[str, float] = {}
+    for look in LOOKS:
+        frames, fill = [], []
+        for seed in range(n):
+            label = "clear" if seed % 2 else "large crystals"
+            drop = render_drop(label, seed, LOOK_SIZE, look=look)
+            frames.append(frame_stats(drop.image))
+            fill.append(np.pi * drop.radius**2 / (LOOK_SIZE[0] * LOOK_SIZE[1]))
+        columns[look] = frames
+        fills[look] = float(np.median(fill))
+    real = {"90j8 (real)": REAL, "CHiMP (real)": CHIMP}
+    for name, folder in real.items():
+        if folder.is_dir():
+            columns[name] = [frame_stats(_resized(p)) for p in sorted(folder.glob("*.jpg"))]
+    names = list(columns)
+    print(f"\nper look: median of {n} synthetic frames (half clear, half large crystals)")
+    print(f"{'statistic (median)':<28}" + "".join(f"{k[:12]:>13}" for k in names))
+    for key in next(iter(columns.values()))[0]:
+        values = [float(np.median([s[key] for s in columns[k]])) for k in names]
+        print(f"{key:<28}" + "".join(f"{v:>13.3f}" for v in values))
+    print(f"{'drop area / frame':<28}" + "".join(f"{fills[k]:>13.3f}" for k in fills))
+    print("modelled on: formulatrix <- 90j8 (real); minstrel <- CHiMP (real)")
+
+
 if __name__ == "__main__":
     main()
+    per_look(int(sys.argv[2]) if len(sys.argv) > 2 else 16)

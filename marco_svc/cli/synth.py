@@ -66,6 +66,14 @@ def plate(
 )
 @click.option("--background-share", type=click.FloatRange(0, 1), default=0.5, show_default=True)
 @click.option(
+    "--look",
+    "looks",
+    multiple=True,
+    metavar="NAME[=SHARE]",
+    help="Imager look to mix in (repeat; default: formulatrix only): formulatrix, minstrel, "
+    "polariser, wide, close, hanging, or a registered one.",
+)
+@click.option(
     "--jobs",
     type=click.IntRange(min=1),
     default=1,
@@ -80,6 +88,7 @@ def dataset(
     group_size: int,
     backgrounds: str | None,
     background_share: float,
+    looks: tuple[str, ...],
     jobs: int,
 ) -> None:
     """Write a class-balanced labelled training set and its manifest.csv."""
@@ -98,8 +107,27 @@ def dataset(
             background_share=background_share,
             jobs=jobs,
             progress=progress,
+            looks=_look_mix(looks),
         )
     click.echo(f"wrote {count} SYNTHETIC images and {manifest}")
+
+
+def _look_mix(specs: tuple[str, ...]) -> dict[str, float] | None:
+    """{look: share} from NAME[=SHARE] options (share 1 when left out)."""
+    from marco_svc.synth.looks import LOOKS
+
+    mix: dict[str, float] = {}
+    for spec in specs:
+        name, _, share = spec.partition("=")
+        if name not in LOOKS:
+            raise click.BadParameter(f"unknown look {name!r} (known: {', '.join(LOOKS)})")
+        try:
+            mix[name] = float(share) if share else 1.0
+        except ValueError:
+            raise click.BadParameter(f"{spec!r}: the share must be a number") from None
+        if mix[name] <= 0:
+            raise click.BadParameter(f"{spec!r}: the share must be positive")
+    return mix or None
 
 
 @command.command("gallery")
@@ -149,14 +177,22 @@ def gallery(
 @click.option("--variant", default=None, help="Sub-kind, e.g. 'out of focus' for a bad drop.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="JPEG to write.")
 @size_option("1024x1224", "HEIGHTxWIDTH.")
-def drop(label: str, seed: int, variant: str | None, out: str, image_size: tuple[int, int]) -> None:
+@click.option(
+    "--look",
+    default="formulatrix",
+    show_default=True,
+    help="Imager look: formulatrix, minstrel, polariser, wide, close, hanging.",
+)
+def drop(
+    label: str, seed: int, variant: str | None, out: str, image_size: tuple[int, int], look: str
+) -> None:
     """Render one drop of a ten-way class and print its ground truth as JSON."""
     import json
 
     from marco_svc.synth.render import render_drop
 
     try:
-        rendered = render_drop(label, seed, image_size, variant=variant)
+        rendered = render_drop(label, seed, image_size, variant=variant, look=look)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     Path(out).write_bytes(rendered.to_jpeg())

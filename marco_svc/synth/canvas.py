@@ -31,22 +31,30 @@ class Canvas:
 
     height: int
     width: int
+    zoom: float = 1.0  # magnification: > 1 shows less of the plate, larger
 
     @classmethod
-    def of(cls, size: Sequence[int]) -> Canvas:
+    def of(cls, size: Sequence[int], zoom: float = 1.0) -> Canvas:
         height, width = (int(v) for v in size)
         if not (32 <= height <= 8192 and 32 <= width <= 8192):
             raise ValueError(f"size must be (height, width) between 32 and 8192, not {size}")
-        return cls(height, width)
+        if not 0.2 <= zoom <= 5.0:
+            raise ValueError(f"zoom must be between 0.2 and 5, not {zoom}")
+        return cls(height, width, float(zoom))
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.height, self.width)
 
     @cached_property
+    def scale(self) -> float:
+        """How much smaller than a full frame the render is (1 at full size, any zoom)."""
+        return min(self.height / FULL_SIZE[0], self.width / FULL_SIZE[1])
+
+    @cached_property
     def u(self) -> float:
         """Render pixels per reference pixel."""
-        return min(self.height / FULL_SIZE[0], self.width / FULL_SIZE[1])
+        return self.scale * self.zoom
 
     def points(self, xy: np.ndarray | Sequence[float]) -> np.ndarray:
         """Reference coordinates (origin at the frame centre) in render pixels."""
@@ -70,7 +78,7 @@ class Canvas:
         factor = max(1, min(4, self.height // 64))
         if factor == 1:
             return make(self)
-        coarse = make(Canvas(self.height // factor, self.width // factor))
+        coarse = make(Canvas(self.height // factor, self.width // factor, self.zoom))
         return cv2.resize(coarse, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
     def blur(self, image: np.ndarray, sigma_ref: float) -> np.ndarray:
@@ -175,7 +183,7 @@ def grain(canvas: Canvas, rng: np.random.Generator, sigma_ref: float) -> np.ndar
     sigma = sigma_ref * canvas.u
     factor = int(min(sigma // 2, 4)) if sigma >= 4 else 1
     if factor > 1:  # smooth texture: draw it coarse and resize
-        coarse = Canvas(canvas.height // factor, canvas.width // factor)
+        coarse = Canvas(canvas.height // factor, canvas.width // factor, canvas.zoom)
         small = grain(coarse, rng, sigma_ref * canvas.u / coarse.u / factor)
         return cv2.resize(small, (canvas.width, canvas.height), interpolation=cv2.INTER_LINEAR)
     noise = rng.standard_normal(canvas.shape, dtype=np.float32)

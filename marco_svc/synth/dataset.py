@@ -20,6 +20,7 @@ import numpy as np
 
 from marco_svc.labels import MERCK10_LABELS
 from marco_svc.synth.background import Background
+from marco_svc.synth.looks import DEFAULT_LOOK, LOOKS
 from marco_svc.synth.marking import GENERATOR, write_note
 from marco_svc.synth.plates import image_seed, normalise_mix
 from marco_svc.synth.render import Drop, render_drop
@@ -39,6 +40,7 @@ MANIFEST_COLUMNS = (
     "drop_radius",
     "crystal_boxes",
     "background",
+    "look",
     "synthetic",
 )
 
@@ -52,6 +54,7 @@ class Item:
     seed: int
     group: str
     background: int | None = None
+    look: str = DEFAULT_LOOK
 
 
 def plan(
@@ -61,8 +64,13 @@ def plan(
     group_size: int = 96,
     backgrounds: int = 0,
     background_share: float = 0.5,
+    looks: Mapping[str, float] | None = None,
 ) -> list[Item]:
-    """n items; balanced over the ten classes unless a mix is given; deterministic."""
+    """n items; balanced over the ten classes unless a mix is given; deterministic.
+
+    looks: imager look -> share (looks.LOOKS); all in the default look when None. Looks
+    are drawn from their own stream, so adding them changes no label or seed.
+    """
     if n < 0 or group_size < 1:
         raise ValueError("n must be >= 0 and group_size >= 1")
     rng = np.random.default_rng([seed, 0xDA7A])
@@ -76,6 +84,7 @@ def plan(
         labels = [names[i] for i in rng.choice(len(names), size=n, p=list(mix.values()))]
     use_bg = rng.uniform(0, 1, n) < background_share if backgrounds else np.zeros(n, bool)
     picks = rng.integers(0, max(backgrounds, 1), n)
+    chosen = _looks(n, seed, looks)
     return [
         Item(
             index=i,
@@ -83,9 +92,24 @@ def plan(
             seed=image_seed(seed, i),
             group=f"synth{seed}-{i // group_size:04d}",
             background=int(picks[i]) if use_bg[i] else None,
+            look=DEFAULT_LOOK if use_bg[i] else chosen[i],
         )
         for i, label in enumerate(labels)
     ]
+
+
+def _looks(n: int, seed: int, looks: Mapping[str, float] | None) -> list[str]:
+    if not looks:
+        return [DEFAULT_LOOK] * n
+    unknown = sorted(set(looks) - set(LOOKS))
+    if unknown:
+        raise ValueError(f"unknown imager looks {unknown} (known: {', '.join(LOOKS)})")
+    names = [name for name, share in looks.items() if share > 0]
+    shares = np.asarray([looks[name] for name in names], dtype=np.float64)
+    if not names or shares.sum() <= 0:
+        raise ValueError("a look mix needs at least one positive share")
+    rng = np.random.default_rng([seed, 0x100C])
+    return [names[i] for i in rng.choice(len(names), size=n, p=shares / shares.sum())]
 
 
 def iter_drops(
@@ -95,17 +119,23 @@ def iter_drops(
     class_mix: Mapping[str, float] | None = None,
     backgrounds: Sequence[Background] = (),
     background_share: float = 0.5,
+    looks: Mapping[str, float] | None = None,
 ) -> Iterator[tuple[Item, Drop]]:
     """Render the plan one drop at a time (for training without files)."""
     for item in plan(
-        n, seed, class_mix, backgrounds=len(backgrounds), background_share=background_share
+        n,
+        seed,
+        class_mix,
+        backgrounds=len(backgrounds),
+        background_share=background_share,
+        looks=looks,
     ):
         yield item, _render(item, size, backgrounds)
 
 
 def _render(item: Item, size: Sequence[int], backgrounds: Sequence[Background]) -> Drop:
     backdrop = backgrounds[item.background] if item.background is not None else None
-    return render_drop(item.label, item.seed, size, backdrop)
+    return render_drop(item.label, item.seed, size, backdrop, look=item.look)
 
 
 _WORKER_BACKGROUNDS: Sequence[Background] = ()
@@ -143,15 +173,16 @@ def write_dataset(
     background_share: float = 0.5,
     jobs: int = 1,
     progress: Callable[[int, int], None] | None = None,
+    looks: Mapping[str, float] | None = None,
 ) -> Path:
     """Write n labelled images under root and root/manifest.csv; returns the manifest path.
 
     Deterministic from `seed` whatever `jobs` is. Balanced over the ten classes by
     default. With `backgrounds`, about `background_share` of the images are drawn on
-    them (do not pass images you will evaluate on).
+    them (do not pass images you will evaluate on). `looks` mixes imager looks (plan).
     """
     root = Path(root)
-    items = plan(n, seed, class_mix, group_size, len(backgrounds), background_share)
+    items = plan(n, seed, class_mix, group_size, len(backgrounds), background_share, looks)
     for group in sorted({item.group for item in items}):
         write_note(root / group, f"dataset seed {seed}, {GENERATOR}")
     write_note(root, f"dataset seed {seed}, {n} images, {GENERATOR}")

@@ -63,6 +63,7 @@ TRUTH_COLUMNS = (
     "drop_y",
     "drop_radius",
     "crystal_boxes",
+    "look",
     "synthetic",
 )
 

@@ -33,6 +33,7 @@ from marco_svc.synth.canvas import FULL_SIZE, Canvas, stream
 from marco_svc.synth.crystals import draw_crystals, draw_microcrystals, draw_needles_and_plates
 from marco_svc.synth.distractors import draw_distractors
 from marco_svc.synth.film import Box, Film, Region
+from marco_svc.synth.looks import DEFAULT_LOOK, apply_look, monochrome, vignette
 from marco_svc.synth.marking import comment
 from marco_svc.synth.scene import Scene, render_base, sample_scene
 
@@ -43,7 +44,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "phase separation": ("droplets", "oil film"),
 }
 # Stream keys: one independent random stream per part of a render.
-_SCENE, _TEXTURE, _VARIANT, _CONTENT, _EXTRAS, _NOISE = range(1, 7)
+_SCENE, _TEXTURE, _VARIANT, _CONTENT, _EXTRAS, _NOISE, _LOOK = range(1, 8)
 # Quality of the JPEG written for a render too small to have simulated compression.
 SMALL_JPEG_QUALITY = 95
 
@@ -63,6 +64,7 @@ class Drop:
     crystal_boxes: tuple[Box, ...]  # (x0, y0, x1, y1) per crystal (per cluster for micro)
     params: dict[str, Any]
     jpeg: bytes | None = None  # the encoded frame when compression was simulated
+    look: str = "formulatrix"  # the imager look (looks.py)
 
     @property
     def label4(self) -> str:
@@ -94,6 +96,7 @@ class Drop:
             "drop_y": round(self.centre[1], 1),
             "drop_radius": round(self.radius, 1),
             "crystal_boxes": [[round(v, 1) for v in box] for box in self.crystal_boxes],
+            "look": self.look,
         }
 
 
@@ -106,6 +109,7 @@ def render_drop(
     variant: str | None = None,
     crystals: int | None = None,
     distractors: bool = True,
+    look: str = DEFAULT_LOOK,
 ) -> Drop:
     """Render a drop of a ten-way class.
 
@@ -115,6 +119,7 @@ def render_drop(
     variant: a sub-kind (see VARIANTS), random when None.
     crystals: for crystal classes, how many crystals (micro: clusters; needles: needles).
     distractors: False for no fibres, dust, bubbles or co-occurring precipitate.
+    look: the imager look (looks.LOOKS): sub-well shape, magnification, light, sensor.
     """
     if label not in LABELS:
         raise ValueError(f"unknown ten-way label {label!r} (known: {', '.join(LABELS)})")
@@ -123,11 +128,14 @@ def render_drop(
     seed = int(seed)
     if crystals is not None and (label not in CRYSTAL_CLASSES_10 or crystals < 1):
         raise ValueError("crystals= takes a positive count, for crystal classes only")
-    canvas = Canvas.of(size)
+    Canvas.of(size)  # checks the size before any work
     key = LABELS.index(label)
     backdrop = _as_background(background)
+    if backdrop is not None and look != DEFAULT_LOOK:
+        raise ValueError("a real background keeps its own look: pass no look with it")
     variant = _variant(label, variant, stream(seed, _VARIANT, key), backdrop is not None, crystals)
-    scene = sample_scene(stream(seed, _SCENE))
+    scene = apply_look(look, sample_scene(stream(seed, _SCENE)), stream(seed, _LOOK))
+    canvas = Canvas.of(size, scene.zoom)
     detail = ""
     if label == "bad drop":
         scene, detail = bad.spoil(scene, variant, stream(seed, _VARIANT, key, 1))
@@ -153,11 +161,11 @@ def render_drop(
     film.t = canvas.blur(film.t, scene.camera.focus)
     image = base * film.t
     image = canvas.blur(image, scene.camera.defocus)
-    image = expose(image, scene.light.exposure)
-    compress = canvas.u >= JPEG_MIN_SCALE
+    image = vignette(expose(image, scene.light.exposure), scene)
+    compress = canvas.scale >= JPEG_MIN_SCALE
     noise = scene.camera.noise * (0.5 if backdrop is not None else 1.0)
     noise *= 1.0 if compress else JPEG_NOISE_KEPT  # JPEG smooths some noise away
-    image = add_noise(canvas, image, noise, stream(seed, _NOISE))
+    image = monochrome(add_noise(canvas, image, noise, stream(seed, _NOISE)), scene)
     pixels = to_uint8(image)
     jpeg = None
     if compress:
@@ -177,6 +185,7 @@ def render_drop(
         crystal_boxes=tuple(boxes),
         params=_params(scene, canvas, variant, detail, drawn, backdrop),
         jpeg=jpeg,
+        look=scene.look,
     )
 
 
@@ -299,6 +308,10 @@ def _params(
         "detail": detail,
         "distractors": drawn,
         "background": backdrop.name if backdrop is not None else None,
+        "look": scene.look,
+        "zoom": round(scene.zoom, 4),
+        "vignette": round(scene.vignette, 4),
+        "grayscale": scene.grayscale,
         "well": plain(scene.well),
         "fills_well": scene.fills_well,
         "drops": plain(scene.drops),

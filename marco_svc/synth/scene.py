@@ -32,6 +32,7 @@ class Blob:
     phases: tuple[float, ...] = ()
     meniscus: float = 30.0  # width of the dark meniscus band, reference pixels
     darkness: float = 0.4  # how dark the meniscus band gets at the edge
+    body: float = 1.0  # transmittance of the whole drop (a strong lens darkens it)
 
     def bounds(self) -> tuple[float, float, float, float]:
         reach = self.radius * self.stretch * (1 + sum(abs(a) for a in self.wobble)) + 4
@@ -62,6 +63,7 @@ class Well:
     slot: float  # brightness of the moulded slot in the left wall (0 = none)
     plate_level: float
     blur: float  # focus blur of the well structure
+    squareness: float = 2.0  # superellipse exponent of the aperture: 2 round, ~8 square
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,10 @@ class Scene:
     camera: Camera
     dry: Dry | None = None  # set when there is no drop at all
     fields: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    look: str = "formulatrix"  # the imager look (looks.py) the scene was made for
+    zoom: float = 1.0  # magnification relative to a Rock Imager frame
+    vignette: float = 0.0  # darkening towards the frame corners
+    grayscale: bool = False  # a monochrome camera
 
     def drop_circle(self) -> tuple[float, float, float]:
         """Centre and radius of the (largest) drop in reference pixels; radius 0 when none."""
@@ -128,7 +134,7 @@ class Scene:
         big = max(self.drops, key=lambda b: b.radius * b.stretch) if self.drops else None
         if big is None:
             return (cx, cy, 0.0)
-        return (cx, cy, 0.82 * r - 0.3 * big.meniscus)
+        return _inside_aperture(cx, cy, 0.82 * r - 0.3 * big.meniscus, self.well)
 
     def with_(self, **changes: object) -> Scene:
         return replace(self, **changes)
@@ -220,6 +226,30 @@ def _sample_blob(rng: np.random.Generator, well: Well) -> Blob:
     )
 
 
+def _inside_aperture(cx: float, cy: float, radius: float, well: Well) -> tuple[float, float, float]:
+    """The largest circle inside both the content circle and the aperture's inner circle."""
+    aperture = 0.95 * well.radius
+    along = np.array([cx - well.cx, cy - well.cy])
+    dist = float(np.hypot(*along))
+    if dist + radius <= aperture:
+        return (cx, cy, radius)
+    unit = along / max(dist, 1e-6)
+    middle = (dist - radius + aperture) / 2
+    return (
+        float(well.cx + unit[0] * middle),
+        float(well.cy + unit[1] * middle),
+        max((radius + aperture - dist) / 2, 0.0),
+    )
+
+
+def aperture_norm(dx: np.ndarray, dy: np.ndarray, squareness: float) -> np.ndarray:
+    """Distance-like radius of a superellipse: the circle's for 2, a rounded square's above."""
+    if squareness == 2.0:
+        return np.sqrt(dx * dx + dy * dy)
+    n = np.float32(squareness)
+    return (np.abs(dx) ** n + np.abs(dy) ** n) ** (1 / n)
+
+
 def _field(canvas: Canvas, coarse: np.ndarray) -> np.ndarray:
     return cv2.resize(coarse, (canvas.width, canvas.height), interpolation=cv2.INTER_CUBIC)
 
@@ -296,6 +326,8 @@ def drop_factor(canvas: Canvas, scene: Scene) -> np.ndarray:
         rim = np.exp(-(((depth - 2.5) / 1.6) ** 2))
         lens = 0.03 * np.clip(1 - (rho / blob.radius) ** 2, 0, 1)
         inner = (1.0 - blob.darkness * band) * (1.0 + lens) + 0.25 * blob.darkness * rim
+        if blob.body != 1.0:
+            inner = inner * np.float32(blob.body)
         tint = np.asarray((0.97, 1.0, 1.05), np.float32)  # the meniscus refracts a little blue
         local = 1.0 - (1.0 - inner[..., None]) * tint
         region = factor[rows, cols]
@@ -312,7 +344,7 @@ def render_base(canvas: Canvas, scene: Scene, rng: np.random.Generator) -> np.nd
     well = scene.well
     xs, ys = canvas.grid
     dx, dy = xs - well.cx, ys - well.cy
-    r = np.sqrt(dx * dx + dy * dy)
+    r = aperture_norm(dx, dy, well.squareness)
     d = r - well.radius  # > 0 outside the aperture
     aa = 1.0 / canvas.u
 
@@ -357,7 +389,7 @@ def render_base(canvas: Canvas, scene: Scene, rng: np.random.Generator) -> np.nd
     lit = canvas.smooth(lambda c: aperture_light(c, scene))
     sx = dx + well.crescent * np.cos(well.crescent_angle)
     sy = dy + well.crescent * np.sin(well.crescent_angle)
-    shifted = np.sqrt(sx * sx + sy * sy) - well.radius  # distance to the shadow circle
+    shifted = aperture_norm(sx, sy, well.squareness) - well.radius  # to the shadow outline
     lit *= (1.0 - well.limb * np.exp(np.minimum(d, 0) / 8.0))[..., None]
     if scene.dry is not None:
         rho = r / well.radius

@@ -45,6 +45,9 @@ class SyntheticSection:
     group_size: int = 96  # images per synthetic plate (the unit of the group-aware splits)
     backgrounds: str = ""  # a folder of real clear-drop images to composite onto
     jobs: int = 2
+    looks: dict[str, float] = field(default_factory=dict)  # imager look -> share; {} default
+    held_out_look: str = ""  # a look never trained on, evaluated on a set of its own
+    held_out_images: int = 0  # the size of that set
 
 
 @dataclass
@@ -138,6 +141,11 @@ def parse_config(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
         raise ConfigError(f"{source}: trainable_heads must be among {', '.join(SCHEMES)}")
     if config.recipe.batch_size < 1 or config.recipe.epochs < 1:
         raise ConfigError(f"{source}: batch_size and epochs must be >= 1")
+    synth = config.data.synthetic
+    if synth.held_out_look and synth.looks.get(synth.held_out_look, 0) > 0:
+        raise ConfigError(f"{source}: held_out_look {synth.held_out_look!r} is in the looks mix")
+    if synth.held_out_look and synth.held_out_images < 1:
+        raise ConfigError(f"{source}: held_out_look needs held_out_images >= 1")
     if config.data.validation_share + config.data.test_share >= 1:
         raise ConfigError(f"{source}: validation_share + test_share must be < 1")
     return config
