@@ -1,7 +1,8 @@
 """A plate as the web page draws it: one cell per drop of one inspection, with its latest
-(or one model version's) score as four-way probabilities, the latest human label, quality
-flags, the best P(Crystals) over every inspection (so an earlier hit is not hidden by a
-later image), and, when asked, a second version's call to compare with.
+(or one model version's) score as four-way probabilities and its band (Unknown or
+confident, `scoring.confidence`), the latest human label, quality flags, the best
+P(Crystals) over every inspection (so an earlier hit is not hidden by a later image), and,
+when asked, a second version's call to compare with.
 
 A 384-well, 3-drop plate has 1,152 cells, so every query here reads columns, not objects.
 """
@@ -17,6 +18,7 @@ from imager_adapters.wells import plate_type
 from marco_svc.db.models import Drop, HumanScore, Image, Inspection, ModelVersion, Plate, Score
 from marco_svc.labels import to_four
 from marco_svc.queries import WELL_ORDER, iso, latest_rank
+from marco_svc.scoring.confidence import band
 
 
 def _drops(session: Session, inspection_id: int) -> list[Any]:
@@ -47,6 +49,7 @@ def _scores(session: Session, inspection_id: int, version_id: int | None) -> dic
         Score.p_crystal,
         Score.hit,
         Score.quality,
+        Score.rule,
     )
     if version_id is not None:
         query = (
@@ -118,6 +121,7 @@ def _cell(drop: Any, score: Any, human: Any, best: Any, other: Any) -> dict[str,
         "top_class": None,
         "p_crystal": None,
         "hit": False,
+        "band": None,
         "flags": [],
         "human": human[0] if human else None,
         "human_scheme": human[1] if human else None,
@@ -130,6 +134,7 @@ def _cell(drop: Any, score: Any, human: Any, best: Any, other: Any) -> dict[str,
         cell["top_class"], cell["hit"] = score.top_class, bool(score.hit)
         cell["p_crystal"] = round(score.p_crystal, 4)
         cell["flags"] = list((score.quality or {}).get("flags", []))
+        cell["band"] = band(score.probabilities, (score.rule or {}).get("unknown_below"))
     return cell
 
 

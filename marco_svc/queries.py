@@ -19,6 +19,7 @@ from marco_svc.db.models import (
     Plate,
     Score,
 )
+from marco_svc.scoring.confidence import band
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -36,6 +37,7 @@ def score_dict(score: Score | None) -> dict[str, Any] | None:
         "p_crystal": score.p_crystal,
         "hit": score.hit,
         "probabilities": score.probabilities,
+        "band": band(score.probabilities, (score.rule or {}).get("unknown_below")),
         "rule": score.rule,
         "quality": score.quality,
         "source": score.source,

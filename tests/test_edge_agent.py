@@ -357,6 +357,23 @@ def test_model_update_switches_and_a_corrupt_download_is_refused(
     assert switched == ["tiny:2"]
 
 
+def test_a_calibrated_copy_of_the_same_file_is_switched_to(
+    models: dict[str, Path], stub: Stub, tmp_path: Path
+) -> None:
+    """`models calibrate --version` registers the same artifact under a new version with a
+    calibrated card: the agent takes that card, so it scores as the server does."""
+    manager = ModelManager(tmp_path / "state", Server(stub.url, TOKEN, timeout=10))
+    stub.offer, stub.model_bytes = _offer(models["2"])
+    assert manager.check_once() == "switched" and manager.current.card.calibration == {}
+    calibrated = {"marco4": {"temperature": 1.7, "unknown_below": 0.5}}
+    stub.offer["card"] = {**stub.offer["card"], "version": "2-cal", "calibration": calibrated}
+    stub.offer.update(ref="tiny:2-cal", version="2-cal")
+    assert manager.check_once() == "switched"
+    assert manager.current.card.ref == "tiny:2-cal"
+    assert manager.current.card.calibration == calibrated
+    assert manager.check_once() == "unchanged"
+
+
 # -- the agent ------------------------------------------------------------------------------
 
 

@@ -97,6 +97,9 @@ def test_tiny_training_writes_a_model_card_report_and_checked_int8_export(
     held_out = card.metrics["evaluation"]["held_out_synthetic"]
     assert set(held_out["heads"]) == {MARCO4, MERCK10}
     assert held_out["examples"] == card.training["images"]["test"]
+    calibration = card.calibration[MARCO4]  # T from the validation split, ECE on the test split
+    assert calibration["fitted_examples"] == card.training["images"]["validation"]
+    assert calibration["examples"] == held_out["examples"] and calibration["temperature"] > 0
     export = card.exports["tflite-int8"]
     assert export["images"] == 16 and set(export["top1_agreement"]) == {MARCO4, MERCK10}
     assert (folder / "report" / "report.html").exists()
@@ -431,3 +434,41 @@ def test_a_warm_start_copies_the_layers_it_shares_and_leaves_the_new_head_fresh(
     assert f"{MARCO4}.crystal.conv" in origin["new_layers"]
     assert f"{MARCO4}.clear" in origin["new_layers"]
     assert origin["layers_copied"] == 19  # stem + 8 convolutions, each conv and bn; merck10
+
+
+def test_held_out_figures_per_look_include_a_look_left_out_of_training(tmp_path: Path) -> None:
+    """The card reports each trained look's test split and the left-out look's own set."""
+    from marco_svc.train.trainer import train
+
+    synthetic = {
+        **TINY["data"]["synthetic"],
+        "looks": {"formulatrix": 1.0, "minstrel": 1.0},
+        "held_out_look": "hanging",
+        "held_out_images": 12,
+    }
+    values = _tiny(tmp_path, export={"formats": []})
+    values["data"]["synthetic"] = synthetic
+    settings = load_settings(env={}, data_dir=tmp_path / "data", database_url="sqlite://")
+    card = train(parse_config(values, "looks"), settings, tmp_path / "m", verbose=0).card
+    looks = card.metrics["looks"]
+    assert set(looks) == {"formulatrix", "minstrel", "hanging"}
+    assert looks["hanging"] == {**looks["hanging"], "in_training": False, "examples": 12}
+    trained = [looks[name] for name in ("formulatrix", "minstrel")]
+    assert all(figures["in_training"] for figures in trained)
+    assert sum(f["examples"] for f in trained) == card.training["images"]["test"]
+
+
+@pytest.mark.parametrize(
+    ("synthetic", "message"),
+    [
+        ({"looks": {"hanging": 1.0}, "held_out_look": "hanging", "held_out_images": 5}, "mix"),
+        ({"held_out_look": "hanging"}, "held_out_images"),
+    ],
+)
+def test_a_held_out_look_must_be_out_of_training_and_sized(
+    tmp_path: Path, synthetic: dict, message: str
+) -> None:
+    values = _tiny(tmp_path)
+    values["data"]["synthetic"] = {**TINY["data"]["synthetic"], **synthetic}
+    with pytest.raises(ConfigError, match=message):
+        parse_config(values, "bad")

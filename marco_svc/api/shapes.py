@@ -28,6 +28,14 @@ class ScoreShape(ma.Schema):
     p_crystal = fields.Float()
     hit = fields.Boolean()
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float())
+    band = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["confident", "unknown", None],
+            "description": "unknown: the calibrated four-way top-1 probability is below the "
+            "model card's unknown_below (rule.unknown_below); null: the model is not calibrated",
+        },
+    )
     rule = fields.Dict()
     quality = fields.Dict()
     source = fields.String()

@@ -143,6 +143,12 @@ def _summary_lines(result: EvaluationResult, report: Path) -> list[str]:
     is_flag=True,
     help="Store the key figures and operating points in the model's card.",
 )
+@click.option(
+    "--uncalibrated",
+    is_flag=True,
+    help="Score the network's own probabilities, before the card's temperature scaling "
+    "(not with --update-card: served thresholds apply to calibrated probabilities).",
+)
 @json_option
 @pass_state
 def command(
@@ -154,6 +160,7 @@ def command(
     scheme: str | None,
     batch_size: int,
     update_card: bool,
+    uncalibrated: bool,
     as_json: bool,
 ) -> None:
     """Evaluate MODEL (NAME, NAME:VERSION or a model folder) on the labelled images in DATA.
@@ -162,17 +169,26 @@ def command(
     Writes metrics.json (confusion matrix as fractions, per-class accuracy, one-vs-rest ROC
     AUC, top-1/2/3 accuracy, crystal miss rate under top-k rules, crystal recall at fixed
     false-positive rates), confusion and ROC plots and report.html. Images that cannot be
-    read are listed and left out.
+    read are listed and left out. Probabilities are the served ones: calibrated when the
+    card has a calibration (see --uncalibrated).
     """
     settings = state.settings
     model = registry.find(settings, model_ref)
+    if update_card and uncalibrated:
+        raise click.UsageError("--uncalibrated figures never go into the card")
     if update_card:
         _check_writable(model)
     labelled = read_dataset(data, scheme)
     out = out or _default_out(settings, model)
     with progress_bar(len(labelled.examples), "evaluating") as progress:
         result = evaluate_model(
-            model, labelled, fmt, batch_size, progress, max_pixels=settings.max_image_pixels
+            model,
+            labelled,
+            fmt,
+            batch_size,
+            progress,
+            max_pixels=settings.max_image_pixels,
+            calibrated=not uncalibrated,
         )
     files = write_result_report(out, result)
     summary = result.summary()

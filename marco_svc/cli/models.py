@@ -1,4 +1,5 @@
-"""`marco-svc models`: list, show and activate model versions; import the official MARCO model."""
+"""`marco-svc models`: list, show and activate model versions; import the official MARCO model;
+export and calibrate (`models_calibrate`) a model."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import click
 from sqlalchemy import select
 
 from marco_svc import registry
+from marco_svc.cli import models_calibrate
 from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
 from marco_svc.db.models import ModelVersion
 from marco_svc.ingest_files import image_files
@@ -86,6 +88,9 @@ def activate(state: CliState, ref: str) -> None:
     registry.upsert_version(db, model)
     name, version = registry.activate(db, model.ref)
     click.echo(f"active: {name}:{version}")
+
+
+command.add_command(models_calibrate.command)
 
 
 @command.command("import-marco")

@@ -18,6 +18,7 @@ from marco_svc.nets import quiet_tensorflow
 from marco_svc.nets.card import ModelCard
 from marco_svc.nets.runner import FORMAT_PREFERENCE, choose_format, open_runner
 from marco_svc.scoring.batch import Limits, Scored, score_batch
+from marco_svc.scoring.confidence import unknown_below
 from marco_svc.scoring.rules import CrystalRule, decide
 
 
@@ -58,7 +59,8 @@ class _Output:
 
 def _rule_text(rule: dict[str, Any]) -> str:
     """The rule as applied: `top_k:K` or `threshold:T` with T resolved from the card."""
-    return f"top_k:{rule['k']}" if rule["kind"] == "top_k" else f"threshold:{rule['threshold']:g}"
+    text = f"top_k:{rule['k']}" if rule["kind"] == "top_k" else f"threshold:{rule['threshold']:g}"
+    return text + (",unknown=hit" if rule.get("unknown") == "hit" else "")
 
 
 def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
@@ -95,9 +97,10 @@ def command(
 ) -> None:
     """Score image files (or every image under folders); the database is not touched.
 
-    Prints one record per image: path, probs (label -> probability), top, hit and
-    p_crystal under the `crystal_rule` setting, and the rule used. A file that cannot be
-    scored gets a record with its error; the exit status is then 1.
+    Prints one record per image: path, probs (label -> probability, calibrated when the
+    card says), top, hit and p_crystal under the `crystal_rule` setting, the band (JSON
+    only: unknown, confident, or null for an uncalibrated model) and the rule used. A file
+    that cannot be scored gets a record with its error; the exit status is then 1.
     """
     settings = state.settings
     rule = CrystalRule.parse(settings.crystal_rule)
@@ -136,7 +139,8 @@ def command(
 
 def _record(card: ModelCard, scored: Scored[Path], rule: CrystalRule) -> dict[str, Any]:
     """What is printed for one scored file."""
-    decision = decide(scored.probabilities, rule, card.operating_points)
+    below = unknown_below(card.calibration)
+    decision = decide(scored.probabilities, rule, card.operating_points, below)
     return {
         "path": str(scored.key),
         "model": card.ref,
@@ -144,5 +148,6 @@ def _record(card: ModelCard, scored: Scored[Path], rule: CrystalRule) -> dict[st
         "top": scored.top,
         "hit": decision.hit,
         "p_crystal": decision.p_crystal,
+        "band": decision.band,
         "rule": decision.rule,
     }

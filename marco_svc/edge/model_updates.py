@@ -6,8 +6,9 @@ The contract (the service's side lives in `marco_svc.api.edge`):
     GET /api/v1/edge/model/file  -> the bytes of that artifact
 
 `card` is the model card (`ModelCard.to_dict()`), `format` the artifact served (a TFLite
-one) and `sha256` / `size` that file's. A model whose sha256 differs from the one in use
-is downloaded to a temporary folder, checked (the announced sha256 and size, and the
+one) and `sha256` / `size` that file's. A model whose sha256 or NAME:VERSION differs from
+the one in use (a calibrated copy registered as a new version has the same file and
+another card) is downloaded to a temporary folder, checked (the announced sha256 and size, and the
 card's own sha256 for that format must all agree), written with its card (listing that
 one artifact) to `<state>/models/<name>-<version>-<sha[:12]>/` by renaming the finished
 folder, loaded, and only then made current: a batch uses the model it started with, the
@@ -227,7 +228,10 @@ class ModelManager:
         except (ValueError, KeyError, TypeError, CardError) as exc:
             return "refused", f"refused the server's model offer: {first_line(exc)}"
         current = self._current
-        if current is not None and current.sha256 == offer.sha256:
+        if current is not None and (current.sha256, current.card.ref) == (
+            offer.sha256,
+            offer.card.ref,
+        ):
             return "unchanged", None
         target = self.folder / offer.folder_name
         if not target.is_dir():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from marco_svc.labels import MARCO4, MERCK10, labels_of
+from marco_svc.nets.calibration import check_calibration
 
 CARD_FILE = "card.json"
 # "litert-preprocess" is no network: the LiteRT graph of the preprocessing (lite_preprocessing).
@@ -72,6 +73,7 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     operating_points: dict[str, Any] = field(default_factory=dict)
     exports: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)  # head -> temperature, ...
     notes: str = ""
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
@@ -85,6 +87,14 @@ class ModelCard:
                     f"scheme's {list(labels_of(scheme))}"
                 )
         self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        self.check_calibration()
+
+    def check_calibration(self) -> None:
+        """CardError unless `calibration` names heads of the card with valid entries."""
+        try:
+            check_calibration(self.calibration, self.heads)
+        except ValueError as exc:
+            raise CardError(f"model card {self.name}: {exc}") from None
 
     @property
     def scheme(self) -> str:
@@ -118,6 +128,8 @@ class ModelCard:
         data = dataclasses.asdict(self)
         data["input_size"] = list(self.input_size)
         data["scheme"] = self.scheme
+        if not self.calibration:  # a card without one is written as before it existed
+            del data["calibration"]
         return data
 
     @classmethod
@@ -133,6 +145,7 @@ class ModelCard:
             raise CardError(f"model card is missing fields: {exc}") from None
 
     def save(self, folder: Path) -> Path:
+        self.check_calibration()
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / CARD_FILE
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")

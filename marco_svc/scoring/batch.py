@@ -2,8 +2,9 @@
 
 The one scoring path: the engine (stored images), `marco-svc score` (files) and evaluation
 (labelled sets) all call `score_batch`, so each image gets the same checks (the
-`max_image_pixels` limit, a full decode) and the same preprocessing, whoever asks. An
-image that fails is reported with its reason; the others in the batch go on.
+`max_image_pixels` limit, a full decode), the same preprocessing and the same probabilities
+(the card's temperature scaling, `nets.calibration`, is applied here and nowhere else),
+whoever asks. An image that fails is reported with its reason; the others in the batch go on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from marco_svc.errors import first_line
 from marco_svc.image_check import inspect_image_bytes
+from marco_svc.nets.calibration import calibrate_outputs
 from marco_svc.nets.runner import Runner, top_label
 
 Key = TypeVar("Key")
@@ -53,9 +55,12 @@ def score_batch(
     items: Sequence[tuple[Key, bytes]],
     limits: Limits,
     extra: Callable[[Key, bytes], Any] | None = None,
+    *,
+    calibrated: bool = True,
 ) -> tuple[list[Scored[Key]], list[Failed[Key]]]:
     """Score (key, bytes) pairs in one model call; `extra(key, data)` adds a per-image
-    result (e.g. quality flags), and its failure fails the image too."""
+    result (e.g. quality flags), and its failure fails the image too. The probabilities
+    are calibrated as the card says unless `calibrated=False` (the network's own)."""
     ready: list[tuple[Key, np.ndarray, Any, float]] = []
     failed: list[Failed[Key]] = []
     for key, data in items:
@@ -73,6 +78,8 @@ def score_batch(
         return [], failed
     started = time.perf_counter()
     outputs = runner.predict(np.stack([x for _, x, _, _ in ready]))
+    if calibrated:
+        outputs = calibrate_outputs(runner.card.calibration, outputs)
     share = (time.perf_counter() - started) / len(ready)
     rows = runner.label_probabilities(outputs)
     scored = [

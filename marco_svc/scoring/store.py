@@ -29,6 +29,7 @@ from marco_svc.db.models import (
 )
 from marco_svc.db.session import Database
 from marco_svc.ingest import REMOTE_SCHEME
+from marco_svc.scoring.confidence import unknown_below
 from marco_svc.scoring.lab_rules import LabRules
 from marco_svc.scoring.rules import CrystalRule, decide
 
@@ -114,6 +115,7 @@ def save_scores(
     An image this version has scored already keeps its score and its feed place: a task
     delivered twice, or two workers racing on one image, store it once."""
     points = model.card.get("operating_points", {})
+    below = unknown_below(model.card.get("calibration"))
     written = 0
     with db.session() as session:
         positions = feed.claim(session, feed.SCORES, len(results))
@@ -126,7 +128,7 @@ def save_scores(
             if existing is not None:
                 continue
             rule = rules.for_barcode(barcodes.get(result.image_id))
-            decision = decide(result.probabilities, rule, points)
+            decision = decide(result.probabilities, rule, points, below)
             values = {
                 "probabilities": result.probabilities,
                 "top_class": result.top_class,
@@ -155,7 +157,8 @@ def save_scores(
 
 
 def redecide(db: Database, rules: LabRules, batch: int = 500) -> dict[str, int]:
-    """Apply the configured rules to every stored score again: only hit and rule change."""
+    """Apply the configured rules to every stored score again: only hit and rule change
+    (the rule records the card's `unknown_below` of now, so the band follows the card)."""
     counts = {"scores": 0, "changed": 0}
     last_id = 0
     while True:
@@ -173,7 +176,13 @@ def redecide(db: Database, rules: LabRules, batch: int = 500) -> dict[str, int]:
             changed = []
             for score, barcode, card in rows:
                 rule: CrystalRule = rules.for_barcode(barcode)
-                decision = decide(score.probabilities, rule, (card or {}).get("operating_points"))
+                card = card or {}
+                decision = decide(
+                    score.probabilities,
+                    rule,
+                    card.get("operating_points"),
+                    unknown_below(card.get("calibration")),
+                )
                 if decision.hit != score.hit or decision.rule != score.rule:
                     score.hit, score.rule = decision.hit, decision.rule
                     changed.append(score)

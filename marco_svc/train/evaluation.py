@@ -3,7 +3,8 @@
 A head is scored against the data set's labels when its scheme matches them; a four-way head
 on ten-way labels is scored through `TEN_TO_FOUR`; a ten-way head on four-way labels cannot
 be, and is skipped with the reason. Images that cannot be read or decoded are counted and
-listed, not fatal, unless none can be read.
+listed, not fatal, unless none can be read. Probabilities are the served ones: calibrated
+as the card says (`nets.calibration`), unless asked for the network's own (`calibrated=False`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class EvaluationResult:
     absent: list[str] = field(default_factory=list)  # data-scheme classes with no example
     failed: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
     rule_head: str = MARCO4  # the head whose P(Crystals) the crystal rules read
+    calibrated: bool = False  # the card's temperature scaling was applied to `probs`
     seconds: float = 0.0
     evaluated_at: str = field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
@@ -80,6 +82,7 @@ class EvaluationResult:
             "absent_classes": list(self.absent),
             "mapped": {h: r.mapped_from for h, r in self.heads.items() if r.mapped_from},
             "evaluated_at": self.evaluated_at,
+            "calibrated": self.calibrated,
             "seconds": round(self.seconds, 3),
             "heads": {head: r.figures for head, r in self.heads.items()},
         }
@@ -156,9 +159,10 @@ def predict_examples(
     batch_size: int,
     max_pixels: int | None,
     progress: Progress | None,
+    calibrated: bool = True,
 ) -> tuple[list[int], dict[str, np.ndarray], list[tuple[str, str]]]:
     """(indices of the scored examples, {head: (n, classes) probabilities}, failures), in
-    the examples' order."""
+    the examples' order; `calibrated` as for `score_batch`."""
     kept: list[int] = []
     rows: dict[str, list[np.ndarray]] = {scheme: [] for scheme in runner.card.heads}
     failed: dict[int, str] = {}
@@ -166,7 +170,7 @@ def predict_examples(
     batch: list[tuple[int, bytes]] = []
 
     def flush() -> None:
-        scored, bad = score_batch(runner, batch, limits)
+        scored, bad = score_batch(runner, batch, limits, calibrated=calibrated)
         failed.update((f.key, f.reason) for f in bad)
         for item in scored:  # in batch order, and batches come in order
             kept.append(item.key)
@@ -200,8 +204,10 @@ def evaluate_model(
     *,
     max_pixels: int | None = None,
     fprs: Sequence[float] = DEFAULT_FPRS,
+    calibrated: bool = True,
 ) -> EvaluationResult:
-    """Run `model` over every image of `data` (in batches) and score each head it can."""
+    """Run `model` over every image of `data` (in batches) and score each head it can, on
+    the served (calibrated) probabilities, or the network's own with `calibrated=False`."""
     if batch_size < 1:
         raise EvaluationError(f"batch size must be at least 1, not {batch_size}")
     card = model.card
@@ -221,7 +227,7 @@ def evaluate_model(
     started = time.monotonic()
     runner = open_runner(card, model.folder, fmt)
     kept, outputs, failed = predict_examples(
-        runner, data.examples, batch_size, max_pixels, progress
+        runner, data.examples, batch_size, max_pixels, progress, calibrated
     )
     result = EvaluationResult(
         model=card.ref,
@@ -233,6 +239,7 @@ def evaluate_model(
         absent=data.absent(),
         failed=failed,
         rule_head=rule_head(card),
+        calibrated=calibrated and bool(card.calibration),
     )
     if not kept:
         shown = "; ".join(f"{Path(s).name}: {r}" for s, r in failed[:3])

@@ -57,6 +57,7 @@ def synthetic_manifest(config: TrainConfig, settings: Settings, progress: Progre
     key = json.dumps(
         [synth.images, synth.seed, synth.size, sorted(synth.mix.items()), synth.backgrounds]
         + ([synth.group_size] if synth.group_size != 96 else [])
+        + ([sorted(synth.looks.items())] if synth.looks else [])
     )
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     if config.data.cache_dir:
@@ -86,6 +87,7 @@ def synthetic_manifest(config: TrainConfig, settings: Settings, progress: Progre
         backgrounds=backgrounds,
         jobs=synth.jobs,
         progress=tick,
+        looks=synth.looks or None,
     )
     done.write_text(key + "\n")
     return manifest
@@ -159,6 +161,7 @@ def _initial(config: TrainConfig, settings: Settings) -> tuple[Any, ModelCard, d
         card = ModelCard.from_dict(base.card.to_dict())
         card.name, card.version = config.model.name, config.model.version
         card.artifacts, card.exports, card.metrics, card.operating_points = {}, {}, {}, {}
+        card.calibration = {}  # the base network's temperature is not this one's
         return model, card, {"fine_tuned_from": base.ref, "sha256": base.card.artifacts}
     keras.utils.set_random_seed(config.recipe.seed)
     model = architecture(config.model.architecture).build()
@@ -334,6 +337,47 @@ def fit(
     }
 
 
+def _looks_in(config: TrainConfig) -> str:
+    """The configured look mix in words; "" when the set has the default look only."""
+    synth = config.data.synthetic
+    if not synth.looks and not synth.held_out_look:
+        return ""
+    trained = ", ".join(f"{k} {v:g}" for k, v in synth.looks.items()) or "formulatrix"
+    return trained + (f"; held out: {synth.held_out_look}" if synth.held_out_look else "")
+
+
+def evaluate_looks(
+    config: TrainConfig,
+    settings: Settings,
+    stored: Any,
+    test: LabelledSet,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Held-out figures per look of the test split, and on the held-out look's own set."""
+    from marco_svc.train.evaluation import card_figures, evaluate_model
+    from marco_svc.train.looks_eval import look_summary, looks_of, split_by_look
+
+    synth = config.data.synthetic
+    manifest = synthetic_manifest(config, settings, progress)
+    figures: dict[str, Any] = {}
+    for look, part in split_by_look(test, looks_of(manifest)).items():
+        result = evaluate_model(stored, part, "keras", 64)
+        figures[look] = look_summary(card_figures(result), in_training=True)
+    if synth.held_out_look:
+        unseen = replace(
+            synth,
+            images=synth.held_out_images,
+            seed=synth.seed + 1,
+            looks={synth.held_out_look: 1.0},
+            held_out_look="",
+        )
+        other = replace(config, data=replace(config.data, synthetic=unseen))
+        part = read_manifest(synthetic_manifest(other, settings, progress), test.scheme)
+        result = evaluate_model(stored, part, "keras", 64)
+        figures[synth.held_out_look] = look_summary(card_figures(result), in_training=False)
+    return figures
+
+
 def save_without_optimizer(model: Any, path: Path) -> None:
     """Save the network and its weights only (the optimizer state would triple the file)."""
     # A new, uncompiled functional model over the same layers (clone_model would compile).
@@ -419,6 +463,24 @@ def train(
         apply_to_card(card, "held_out_synthetic" if synthetic else "held_out", card_figures(result))
         card.save(out)
         seconds["evaluate"] = time.perf_counter() - tick
+
+    if data.test is not None and "marco4" in card.heads:  # temperature scaling, issue 17
+        from marco_svc.train.calibration import calibrate_card
+
+        tick = time.perf_counter()
+        validation = evaluate_model(stored, data.validation, "keras", 64, calibrated=False)
+        result = calibrate_card(card, validation, result)  # T from validation, ECE on test
+        write_result_report(out / "report", result)  # the held-out figures as now served
+        apply_to_card(card, "held_out_synthetic" if synthetic else "held_out", card_figures(result))
+        card.save(out)
+        seconds["calibrate"] = time.perf_counter() - tick
+
+    if synthetic and data.test is not None and (synth_looks := _looks_in(config)):
+        tick = time.perf_counter()
+        card.metrics["looks"] = evaluate_looks(config, settings, stored, data.test, progress)
+        progress(f"held-out figures per look: {sorted(card.metrics['looks'])} ({synth_looks})")
+        card.save(out)
+        seconds["evaluate_looks"] = time.perf_counter() - tick
 
     if config.export.formats:
         check_set = data.test or data.validation

@@ -41,6 +41,15 @@ for (const td of grid.querySelectorAll("td.well")) {
         (cell.human ? ` · human: ${cell.human}` : "");
       if (cell.status === "failed") link.classList.add("failed");
       if (cell.hit) link.classList.add("hit");
+      if (cell.band === "unknown") {
+        // the Unknown badge: calibrated top-1 confidence below the model card's unknown_below
+        link.classList.add("unknown");
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        badge.textContent = "?";
+        link.appendChild(badge);
+        link.title += " · Unknown (the model is unsure)";
+      }
       if (cell.other && (cell.other.top_class !== cell.top_class || cell.other.hit !== cell.hit)) {
         link.classList.add("disagree");
         link.title += ` · other model: ${cell.other.top_class}${cell.other.hit ? " (hit)" : ""}`;
@@ -106,6 +115,7 @@ function matches(cell) {
   if (rule === "hits") return cell.hit;
   if (rule === "unreviewed") return !cell.human;
   if (rule === "low") return Math.max(0, ...Object.values(cell.four)) < 0.5;
+  if (rule === "unknown") return cell.band === "unknown";
   if (rule === "flagged") return cell.flags.length > 0;
   if (rule === "disagree") return cell.other && (cell.other.top_class !== cell.top_class || cell.other.hit !== cell.hit);
   if (rule.startsWith("class:")) return topFour(cell) === rule.slice(6);
