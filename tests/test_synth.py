@@ -100,6 +100,8 @@ def test_every_bad_drop_variant_renders(variant: str) -> None:
         assert edges[0] < 0.7 * edges[1]
     elif variant == "no drop":
         assert drop.radius == 0
+    elif variant == "contaminated":  # a normal drop: its contents make it bad (test_synth_kinds)
+        assert drop.radius > 0 and drop.params["detail"] == ""
     else:
         assert drop.params["detail"] in ("off centre", "split", "smeared")
 
@@ -354,7 +356,7 @@ def test_training_set_with_manifest(tmp_path: Path) -> None:
 
 def test_gallery_has_a_row_per_class_and_variant() -> None:
     sheet = contact_sheet(seeds=(0, 1), tile=(48, 57))
-    assert sheet.shape[0] == 48 * len(gallery_rows()) == 48 * 14
+    assert sheet.shape[0] == 48 * len(gallery_rows()) == 48 * 15
     assert sheet.dtype == np.uint8
 
 
@@ -433,7 +435,7 @@ def test_synth_commands(tmp_path: Path) -> None:
                    "--image-size", "48x57", "--colours", "64")  # fmt: skip
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "g.png") as sheet:
-        assert sheet.mode == "P" and sheet.size == (150 + 57, 14 * 48)
+        assert sheet.mode == "P" and sheet.size == (150 + 57, 15 * 48)
     done = run_cli("synth", "drop", "crystal", "--out", str(tmp_path / "x.jpg"))
     assert done.returncode != 0 and "unknown ten-way label" in done.stderr
     done = run_cli("synth", "plate", "--out", str(tmp_path / "p"), "--layout", "nope")

@@ -1,7 +1,10 @@
-"""Bad drops (MARCO "Other"): missing drop, out of focus, dark, overexposed, dispensing failure.
+"""Bad drops (MARCO "Other"): missing drop, out of focus, dark, overexposed, dispensing
+failure, contaminated.
 
-Each variant is a change to the scene (the drop, the light or the camera); the
-contents stay what they would be, mostly clear.
+Each variant but the last is a change to the scene (the drop, the light or the
+camera); the contents stay what they would be, mostly clear. A contaminated drop keeps
+its scene: its contents are dark particles and debris (`distractors.draw_contamination`,
+drawn by the renderer for that variant).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from marco_svc.synth.distractors import draw_contamination
+from marco_svc.synth.film import Film, Region
 from marco_svc.synth.scene import Blob, Dry, Scene
 
 BAD_DROP_VARIANTS: tuple[str, ...] = (
@@ -18,6 +23,7 @@ BAD_DROP_VARIANTS: tuple[str, ...] = (
     "dark",
     "overexposed",
     "dispensing failure",
+    "contaminated",
 )
 # Variants that only change the camera: the ones possible on a real background photo.
 CAMERA_VARIANTS: tuple[str, ...] = ("out of focus", "dark", "overexposed")
@@ -43,9 +49,18 @@ def spoil(scene: Scene, variant: str, rng: np.random.Generator) -> tuple[Scene, 
     if variant == "dispensing failure":
         kind = str(rng.choice(DISPENSING_FAILURES))
         return scene.with_(drops=_failed_drops(scene, kind, rng), fills_well=False), kind
+    if variant == "contaminated":  # the contents, not the scene, make it bad
+        return scene, ""
     raise ValueError(
         f"unknown bad-drop variant {variant!r} (known: {', '.join(BAD_DROP_VARIANTS)})"
     )
+
+
+def draw_contents(film: Film, region: Region, variant: str, rng: np.random.Generator) -> None:
+    """What a bad drop of the variant holds: particles and debris when contaminated,
+    nothing of its own otherwise."""
+    if variant == "contaminated":
+        draw_contamination(film, region, rng)
 
 
 def _failed_drops(scene: Scene, kind: str, rng: np.random.Generator) -> tuple[Blob, ...]:

@@ -46,28 +46,86 @@ def _grains(
     return cv2.GaussianBlur(od, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
 
 
-def draw_precipitate(film: Film, region: Region, rng: np.random.Generator, heavy: bool) -> None:
-    """Light: a fine granular haze. Heavy: dense brown granular clumps over much of the drop."""
-    canvas = film.canvas
-    u = rng.uniform
-    weight = _drop_weight(film, region)
-    cloud = canvas.smooth_field(rng, (5, 6))
-    clumps = 0.7 * canvas.smooth_field(rng, (20, 24)) + 0.5 * canvas.smooth_field(rng, (56, 67))
+# Forms of light precipitate: a cloudy granular haze, or fine grain evenly over the drop.
+LIGHT_FORMS: tuple[str, ...] = ("haze", "fine grain")
+FINE_GRAIN_SHARE = 0.4
+
+
+def draw_precipitate(
+    film: Film, region: Region, rng: np.random.Generator, heavy: bool, form: str | None = None
+) -> str:
+    """Light: a granular haze or an even fine grain. Heavy: dense brown granular clumps.
+
+    form: for light precipitate, one of LIGHT_FORMS (random when None). Returns the form.
+    """
     if heavy:
-        bias, haze, n = u(0.7, 1.3), u(0.08, 0.4), int(u(200_000, 500_000))
-        colour = (u(0.72, 0.88), u(0.92, 1.0), u(1.08, 1.3))
-        strength = (0.05, u(0.3, 0.8))
+        _heavy(film, region, rng)
+        return "heavy"
+    if form is None:
+        form = LIGHT_FORMS[int(rng.random() < FINE_GRAIN_SHARE)]
+    if form == "haze":
+        _haze(film, region, rng)
+    elif form == "fine grain":
+        _fine_grain(film, region, rng)
     else:
-        bias, haze, n = u(0.35, 0.8), u(0.02, 0.08), int(u(15_000, 50_000))
-        colour = (u(0.85, 0.95), 1.0, u(1.05, 1.2))
-        strength = (0.05, u(0.3, 0.7))
-    density = np.clip(bias + 0.45 * cloud, 0.0, 1.0) * weight
-    od = haze * density
-    if heavy:
-        threshold = u(-0.8, 0.3)
-        lumps = smoothstep(threshold, threshold + u(1.4, 2.4), clumps) * density
-        od += lumps * np.float32(u(0.1, 0.5))
-        density = density * (0.15 + 0.85 * lumps)
+        raise ValueError(f"unknown light precipitate form {form!r} (known: {LIGHT_FORMS})")
+    return form
+
+
+def draw_co_precipitate(
+    film: Film, region: Region, rng: np.random.Generator, heavy_chance: float = 0.0
+) -> str:
+    """Precipitate beside other contents (crystals grow in it): light, or with
+    `heavy_chance` a heavy one at reduced strength so what grew in it still shows.
+    Returns what was drawn ("light precipitate" or "heavy precipitate")."""
+    if rng.random() < heavy_chance:
+        _heavy(film, region, rng, scale=rng.uniform(0.35, 0.75))
+        return "heavy precipitate"
+    draw_precipitate(film, region, rng, heavy=False)
+    return "light precipitate"
+
+
+def _cloud(film: Film, region: Region, rng: np.random.Generator, bias: float) -> np.ndarray:
+    """Where grains are likely: a smooth cloud over the drop (0..1)."""
+    cloud = film.canvas.smooth_field(rng, (5, 6))
+    return np.clip(bias + 0.45 * cloud, 0.0, 1.0) * _drop_weight(film, region)
+
+
+def _haze(film: Film, region: Region, rng: np.random.Generator) -> None:
+    """A fine granular haze, denser in clouds."""
+    u = rng.uniform
+    density = _cloud(film, region, rng, u(0.35, 0.8))
+    haze, n = u(0.02, 0.08), int(u(15_000, 50_000))
+    colour = (u(0.85, 0.95), 1.0, u(1.05, 1.2))
+    od = haze * density + _grains(film, region, rng, density, n, u(0.6, 1.3), (0.05, u(0.3, 0.7)))
+    film.optical_density(od.astype(np.float32), colour)
+
+
+def _fine_grain(film: Film, region: Region, rng: np.random.Generator) -> None:
+    """Fine grain evenly over the whole drop at low contrast (easy to take for clear)."""
+    u = rng.uniform
+    density = _drop_weight(film, region) * np.float32(u(0.85, 1.0))
+    area = np.pi * region.drop_radius**2
+    n = int(area * u(0.01, 0.035))  # grains per square reference pixel
+    od = _grains(film, region, rng, density, n, u(1.4, 3.2), (0.02, u(0.08, 0.24)))
+    od += np.float32(u(0.0, 0.04)) * density
+    film.optical_density(od.astype(np.float32), (u(0.88, 0.96), 1.0, u(1.02, 1.12)))
+
+
+def _heavy(film: Film, region: Region, rng: np.random.Generator, scale: float = 1.0) -> None:
+    """Dense brown granular clumps over much of the drop; `scale` thins it out."""
+    u = rng.uniform
+    density = _cloud(film, region, rng, u(0.7, 1.3))
+    clumps = 0.7 * film.canvas.smooth_field(rng, (20, 24))
+    clumps += 0.5 * film.canvas.smooth_field(rng, (56, 67))
+    haze, n = u(0.08, 0.4), int(u(200_000, 500_000) * scale)
+    colour = (u(0.72, 0.88), u(0.92, 1.0), u(1.08, 1.3))
+    strength = (0.05, u(0.3, 0.8))
+    threshold = u(-0.8, 0.3)
+    lumps = smoothstep(threshold, threshold + u(1.4, 2.4), clumps) * density
+    od = haze * density + lumps * np.float32(u(0.1, 0.5))
+    od = od * np.float32(scale)
+    density = density * (0.15 + 0.85 * lumps)
     od += _grains(film, region, rng, density, n, u(0.6, 1.3), strength)
     film.optical_density(od.astype(np.float32), colour)
 

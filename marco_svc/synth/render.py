@@ -155,8 +155,8 @@ def render_drop(
         extras = stream(seed, _EXTRAS, key)
         drawn = draw_distractors(film, _distractor_region(region, well_circle), extras)
         if _co_precipitate(label, variant, extras):
-            objects.draw_precipitate(film, region, extras, heavy=False)
-            drawn.append("light precipitate")
+            heavy = 0.3 if label in CRYSTAL_CLASSES_10 else 0.0
+            drawn.append(objects.draw_co_precipitate(film, region, extras, heavy_chance=heavy))
 
     film.t = canvas.blur(film.t, scene.camera.focus)
     image = base * film.t
@@ -256,6 +256,8 @@ def _contents(
     rng: np.random.Generator,
     count: int | None,
 ) -> list[Box]:
+    if label == "bad drop" and region.drop_radius > 0:
+        bad.draw_contents(film, region, variant, rng)
     if region.drop_radius <= 0 or label in ("clear", "bad drop"):
         return []
     if label == "light precipitate":
