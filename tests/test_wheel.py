@@ -76,9 +76,9 @@ def _git_files(folder: str) -> set[str] | None:
     return {name.removeprefix(f"{folder}/") for name in done.stdout.split("\0") if name}
 
 
-def fresh_install(wheel: Path, base: Path, extra: str) -> tuple[Path, list[str]]:
-    """A new venv under `base` (outside the checkout) with `wheel[extra]` installed: its
-    python, and the pip command line that manages it."""
+def fresh_install(wheel: Path, base: Path, extra: str, *options: str) -> tuple[Path, list[str]]:
+    """A new venv under `base` (outside the checkout) with `wheel[extra]` installed (extra pip
+    `options`, e.g. --no-compile): its python, and the pip command line that manages it."""
     assert not base.resolve().is_relative_to(ROOT)
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -86,7 +86,7 @@ def fresh_install(wheel: Path, base: Path, extra: str) -> tuple[Path, list[str]]
     pip = [sys.executable, "-m", "pip", "--python", str(python)]
     started = time.monotonic()
     install = subprocess.run(
-        [*pip, "install", "-q", f"{wheel}[{extra}]"],
+        [*pip, "install", "-q", *options, f"{wheel}[{extra}]"],
         capture_output=True,
         text=True,
         env=_clean_env(),
