@@ -67,7 +67,7 @@ def test_architectures_expose_everything_scoring_needs_through_the_card() -> Non
         assert list(card.heads) == list(arch.heads)
         side = arch.preprocessing["size"]
         expected = (599, 599, 3) if name.startswith("marco") else (side, side, 1)
-        sizes = {"marco-inception-v3": 599}
+        sizes = {"marco-inception-v3": 599, "lite0-two-head": 192}
         assert side == (192 if name.startswith("compact-") else sizes.get(name, 128))
         assert (*card.input_size, card.channels) == expected
         assert card.preprocessing["name"] == ("marco" if name.startswith("marco") else "merck_gray")

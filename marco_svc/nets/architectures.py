@@ -110,4 +110,4 @@ for _depth in (56, 32):
     )(_resnet(_depth))
 
 # These modules register beside their builders and import Keras only when they build.
-from marco_svc.nets import compact, marco_inception  # noqa: E402, F401
+from marco_svc.nets import compact, lite0, marco_inception  # noqa: E402, F401

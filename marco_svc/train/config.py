@@ -3,7 +3,7 @@
 Sections: [model] (architecture, name, version, init for fine-tuning, warm_start for a
 changed network seeded from a trained one), [data] (where the images come from: a data set
 spec or "synthetic", splits), [data.synthetic] (generator settings), [recipe] (marco |
-merck | finetune | default | focus and its hyper-parameters),
+merck | finetune | default | focus | frozen-trunk and its hyper-parameters),
 [export] (formats and checks). Unknown keys are errors, so a typo never trains silently
 with a default.
 """
@@ -18,7 +18,7 @@ from typing import Any
 
 from marco_svc.labels import SCHEMES
 
-RECIPES = ("marco", "merck", "finetune", "default", "focus")
+RECIPES = ("marco", "merck", "finetune", "default", "focus", "frozen-trunk")
 
 
 class ConfigError(ValueError):
@@ -137,6 +137,8 @@ def parse_config(values: dict[str, Any], source: str = "<dict>") -> TrainConfig:
         raise ConfigError(f"{source}: [model] init and warm_start exclude each other")
     if config.recipe.name == "focus" and not config.model.warm_start:
         raise ConfigError(f"{source}: the focus recipe needs [model] warm_start = a model")
+    if config.recipe.name == "frozen-trunk" and config.recipe.augment not in ("", "none"):
+        raise ConfigError(f"{source}: frozen-trunk computes features once: no augment")
     if set(config.recipe.trainable_heads) - set(SCHEMES):
         raise ConfigError(f"{source}: trainable_heads must be among {', '.join(SCHEMES)}")
     if config.recipe.batch_size < 1 or config.recipe.epochs < 1:

@@ -15,6 +15,10 @@
   from a trained model's weights (`[model] warm_start`), train everything with Adam at a
   constant 5e-4 on the `noisy` augmentation (SmoothGrad-sized pixel noise on half the images);
   with `freeze_epochs` > 0 only the heads train for that many epochs first, as in finetune.
+- frozen-trunk: only the layers after the network's `pool` layer (dropout, heads) train,
+  on trunk features computed once per image (marco_svc/train/trunk_features.py), Adam with
+  cosine decay from 1e-3, no augmentation, the best-validation weights kept; for a
+  pretrained trunk (models/presets/lite0.toml).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Recipe:
     balance: bool  # oversample classes inversely to their size
     keep_best: bool  # restore the best-validation weights at the end
     ema: bool
+    trunk_features: bool = False  # fit the heads on trunk features computed once
 
     def optimizer(self, settings: RecipeSection, steps_per_epoch: int) -> keras.Optimizer:
         """A fresh optimizer with the recipe's schedule."""
@@ -54,7 +59,8 @@ class Recipe:
             return keras.optimizers.Adam(lr or 1e-3)
         if self.name == "focus":
             return keras.optimizers.Adam(lr or 5e-4)
-        schedule = keras.optimizers.schedules.CosineDecay(lr or 2e-3, max(total, 1), alpha=0.02)
+        first = lr or (1e-3 if self.trunk_features else 2e-3)
+        schedule = keras.optimizers.schedules.CosineDecay(first, max(total, 1), alpha=0.02)
         return keras.optimizers.Adam(schedule)
 
 
@@ -64,6 +70,9 @@ RECIPES = {
     "finetune": Recipe("finetune", "merck", balance=False, keep_best=True, ema=False),
     "default": Recipe("default", "default", balance=False, keep_best=False, ema=False),
     "focus": Recipe("focus", "noisy", balance=False, keep_best=False, ema=False),
+    "frozen-trunk": Recipe(
+        "frozen-trunk", "none", balance=False, keep_best=True, ema=False, trunk_features=True
+    ),
 }
 
 

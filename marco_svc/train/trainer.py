@@ -268,16 +268,31 @@ def fit(
     heads = list(card.heads)
     prep = from_spec(card.preprocessing)
     steps = settings.steps_per_epoch or max(len(data.train.examples) // settings.batch_size, 1)
-    train_ds = training_dataset(
-        data.train,
-        prep,
-        heads,
-        settings.batch_size,
-        augment=settings.augment or chosen.augment,
-        balance=chosen.balance,
-        seed=settings.seed,
-    )
-    val_ds = evaluation_dataset(data.validation, prep, heads, settings.batch_size)
+    features: dict[str, Any] = {}
+    if chosen.trunk_features:  # from here `model` is the heads alone (the network's layers)
+        from marco_svc.train.trunk_features import feature_datasets
+
+        model, train_ds, val_ds, features = feature_datasets(
+            model,
+            card,
+            data.train,
+            data.validation,
+            settings.batch_size,
+            settings.seed,
+            out,
+            verbose,
+        )
+    else:
+        train_ds = training_dataset(
+            data.train,
+            prep,
+            heads,
+            settings.batch_size,
+            augment=settings.augment or chosen.augment,
+            balance=chosen.balance,
+            seed=settings.seed,
+        )
+        val_ds = evaluation_dataset(data.validation, prep, heads, settings.batch_size)
     logger = keras.callbacks.CSVLogger(str(out / "history.csv"), append=True)
     callbacks: list[Any] = [
         keras.callbacks.BackupAndRestore(str(out / "checkpoints")),
@@ -334,6 +349,7 @@ def fit(
         "final_loss": history["loss"][-1] if history.get("loss") else None,
         "best_val_loss": min(val_loss) if val_loss else None,
         "restored_best_epoch": keeper.epoch,
+        **({"trunk_features": features} if features else {}),
     }
 
 
