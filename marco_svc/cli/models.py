@@ -1,5 +1,5 @@
 """`marco-svc models`: list, show and activate model versions; import the official MARCO model;
-export and calibrate (`models_calibrate`) a model."""
+export and calibrate (`models_calibrate`) a model; promote one if better (`models_promote`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 from sqlalchemy import select
 
 from marco_svc import registry
-from marco_svc.cli import models_calibrate
+from marco_svc.cli import models_calibrate, models_promote
 from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
 from marco_svc.db.models import ModelVersion
 from marco_svc.ingest_files import image_files
@@ -91,6 +91,7 @@ def activate(state: CliState, ref: str) -> None:
 
 
 command.add_command(models_calibrate.command)
+command.add_command(models_promote.command)
 
 
 @command.command("import-marco")
