@@ -16,7 +16,7 @@ from marco_svc.train.pool_rewrite import PoolAsDepthwise, lite_friendly
 POOLS = [
     ((3, 3), (1, 1), "same"),  # the Inception branch pool: border taps rescaled
     ((2, 2), (2, 2), "same"),  # the ResNet shortcut on an odd size: padding at the end
-    ((3, 2), (2, 3), "valid"),  # no padding, unequal sides
+    ((3, 2), (2, 2), "valid"),  # no padding, unequal sides
 ]
 
 
@@ -85,6 +85,14 @@ def test_int8_export_runs_whole_in_xnnpack(model: keras.Model) -> None:
     got = (out.astype(np.float32) - out_zero) * out_scale
     want = model(x)["marco4"].numpy()
     assert np.abs(got - want).max() < 0.05
+
+
+def test_a_pool_with_unequal_strides_is_kept() -> None:
+    """TensorFlow's depthwise kernel without oneDNN refuses unequal strides: keep the pool."""
+    inputs = keras.Input((15, 17, 2))
+    pooled = keras.layers.AveragePooling2D((3, 2), (2, 3), "valid", name="uneven")(inputs)
+    lite = lite_friendly(keras.Model(inputs, pooled))
+    assert isinstance(lite.get_layer("uneven"), keras.layers.AveragePooling2D)
 
 
 def test_a_same_pool_on_a_dynamic_size_is_kept() -> None:

@@ -66,15 +66,18 @@ def _taps_inside(size: int, kernel: int, stride: int) -> np.ndarray:
 
 
 def _rewritable(layer: keras.layers.AveragePooling2D) -> bool:
-    """Channels last, and a static size where SAME padding needs the border map."""
-    if layer.data_format != "channels_last":
+    """Channels last, equal strides, and a static size where SAME padding needs the border
+    map. TensorFlow's own depthwise kernel (used when oneDNN is off, as on CPUs without
+    AVX-512) refuses unequal row and column strides."""
+    if layer.data_format != "channels_last" or len(set(layer.strides)) != 1:
         return False
     return layer.padding != "same" or None not in tuple(layer.input.shape)[1:3]
 
 
 def lite_friendly(model: keras.Model) -> keras.Model:
     """`model` with its AveragePooling2D layers as depthwise convolutions (itself if none);
-    a pool that cannot be rewritten (channels first, SAME on a dynamic size) is kept."""
+    a pool that cannot be rewritten (channels first, unequal strides, SAME on a dynamic
+    size) is kept."""
     if not any(isinstance(layer, keras.layers.AveragePooling2D) for layer in model.layers):
         return model
 
