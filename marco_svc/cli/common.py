@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from marco_svc.config import Settings, load_settings
+from marco_svc.nets.runner import FORMAT_PREFERENCE
 
 if TYPE_CHECKING:  # the database stack loads when a command opens the runtime
     from marco_svc.ingest import IngestResult
@@ -67,6 +68,12 @@ pass_state = click.make_pass_decorator(CliState)
 SOME_FAILED = 3
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+artifact_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMAT_PREFERENCE),
+    help="Which artifact runs (default: keras when TensorFlow is installed, else TFLite).",
+)
 
 
 def echo_json(value: Any) -> None:

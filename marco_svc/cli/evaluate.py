@@ -10,10 +10,16 @@ from typing import Any
 import click
 
 from marco_svc import registry
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_bar
+from marco_svc.cli.common import (
+    CliState,
+    artifact_option,
+    echo_json,
+    json_option,
+    pass_state,
+    progress_bar,
+)
 from marco_svc.config import Settings
 from marco_svc.labels import SCHEMES
-from marco_svc.nets.runner import FORMAT_PREFERENCE
 from marco_svc.registry import StoredModel
 from marco_svc.train.datasets import read_dataset
 from marco_svc.train.evaluation import (
@@ -121,12 +127,7 @@ def _summary_lines(result: EvaluationResult, report: Path) -> list[str]:
 @click.command("evaluate")
 @click.argument("model_ref", metavar="MODEL")
 @click.argument("data", metavar="DATA")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_PREFERENCE),
-    help="Which artifact runs (default: keras when TensorFlow is installed, else TFLite).",
-)
+@artifact_option
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),

@@ -11,12 +11,18 @@ from typing import Any
 import click
 
 from marco_svc import registry
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_bar
+from marco_svc.cli.common import (
+    CliState,
+    artifact_option,
+    echo_json,
+    json_option,
+    pass_state,
+    progress_bar,
+)
 from marco_svc.cli.evaluate import _check_writable, _sync_database_row
 from marco_svc.config import Settings
 from marco_svc.labels import SCHEMES
 from marco_svc.nets.card import ModelCard
-from marco_svc.nets.runner import FORMAT_PREFERENCE
 from marco_svc.registry import StoredModel
 from marco_svc.train.calibration import CALIBRATED_HEAD, calibrate_card
 from marco_svc.train.datasets import LabelledSet, read_dataset
@@ -114,7 +120,7 @@ def _evaluate(
     help="Calibrated top-1 four-way confidence below which a call is Unknown "
     "(default: the card's value, else 0.5).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMAT_PREFERENCE), help="Artifact to run.")
+@artifact_option
 @click.option("--scheme", type=click.Choice(list(SCHEMES)), help="Label scheme of the data.")
 @click.option("--batch-size", type=click.IntRange(1, 1024), default=32, show_default=True)
 @click.option(

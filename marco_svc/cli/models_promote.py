@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import click
 
-from marco_svc.cli.common import CliState, echo_json, json_option, pass_state, progress_enabled
+from marco_svc.cli.common import (
+    CliState,
+    artifact_option,
+    echo_json,
+    json_option,
+    pass_state,
+    progress_enabled,
+)
 from marco_svc.labels import SCHEMES
 from marco_svc.nets import quiet_tensorflow
-from marco_svc.nets.runner import FORMAT_PREFERENCE
 
 
 @click.command("promote")
@@ -32,12 +38,7 @@ from marco_svc.nets.runner import FORMAT_PREFERENCE
     default=True,
     help="--no-activate: compare and record only.",
 )
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_PREFERENCE),
-    help="Which artifact runs (default: keras when TensorFlow is installed, else TFLite).",
-)
+@artifact_option
 @click.option(
     "--scheme",
     type=click.Choice(list(SCHEMES)),
