@@ -82,6 +82,7 @@ class ExportSection:
     formats: list[str] = field(default_factory=lambda: ["tflite-int8"])
     min_agreement: float = 0.99
     check_images: int = 400  # validation images for the export check
+    float_stem: bool = False  # int8: keep the ops that read the image in float32
 
 
 @dataclass

@@ -4,6 +4,10 @@ The TFLite file has one signature whose outputs are named by scheme (`marco4`, `
 which is what `LiteRTRunner` reads. int8 is full-integer (int8 input and output too)
 calibrated on a representative set of preprocessed inputs; its average pools become
 depthwise convolutions first (`pool_rewrite`), so LiteRT's XNNPACK runs the whole graph.
+With `float_stem` the ops that read the image stay float32 (float input, quantized after
+the first layer): on one-channel drop images the stem's int8 input rounding was the
+largest error in the graph (its output off by 0.74 quantization steps), enough to flip
+near-tied top-1 calls.
 The first TFLite export also writes the preprocessing's LiteRT graph (`lite_preprocessing`).
 Every export is run through LiteRT on validation inputs and compared with its Keras model:
 top-1 agreement per head and the largest probability difference. Below `min_agreement` the
@@ -14,13 +18,14 @@ figures go into the model card's `exports`.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from marco_svc.nets import lite_preprocessing
+from marco_svc.nets import lite_preprocessing, silenced_stderr
 from marco_svc.nets.card import ModelCard
 from marco_svc.nets.runner import KerasRunner, LiteRTRunner
 
@@ -37,8 +42,11 @@ class ExportRefused(RuntimeError):
     """An export that disagrees with its Keras model too often."""
 
 
-def convert(serving: Any, fmt: str, representative: Sequence[np.ndarray]) -> bytes:
-    """The TFLite flatbuffer of a serving model ({scheme: probabilities} outputs)."""
+def convert(
+    serving: Any, fmt: str, representative: Sequence[np.ndarray], float_stem: bool = False
+) -> bytes:
+    """The TFLite flatbuffer of a serving model ({scheme: probabilities} outputs);
+    `float_stem` (int8 only): the ops that read the input stay float32."""
     import keras
     import tensorflow as tf
 
@@ -68,10 +76,46 @@ def convert(serving: Any, fmt: str, representative: Sequence[np.ndarray]) -> byt
             calibration = list(representative)[:CALIBRATION_IMAGES]
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.representative_dataset = lambda: ([x[None]] for x in calibration)
+            if float_stem:
+                return _int8_after_the_stem(converter, calibration)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
         return converter.convert()
+
+
+def _int8_after_the_stem(converter: Any, calibration: list[np.ndarray]) -> bytes:
+    """int8 except the ops that read the input (TensorFlow's selective quantization)."""
+    import tensorflow as tf
+
+    converter.optimizations = []
+    stem = _stem_outputs(converter.convert())  # the float graph, to name its stem
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=stem)
+    with warnings.catch_warnings():  # the debugger opens TensorFlow's (deprecated) interpreter
+        warnings.filterwarnings("ignore", r"\s*Warning: tf.lite.Interpreter is deprecated")
+        selective = tf.lite.experimental.QuantizationDebugger(
+            converter=converter,
+            debug_dataset=lambda: ([x[None]] for x in calibration[:1]),
+            debug_options=options,
+        )
+        return selective.get_nondebug_quantized_model()
+
+
+def _stem_outputs(flatbuffer: bytes) -> list[str]:
+    """Names of the output tensors of the ops that read the graph's input."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with silenced_stderr():
+        interpreter = Interpreter(model_content=flatbuffer)
+    (image,) = interpreter.get_input_details()
+    tensors = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    return [
+        tensors[index]
+        for op in interpreter._get_ops_details()
+        if image["index"] in op["inputs"]
+        for index in op["outputs"]
+    ]
 
 
 def compare(
@@ -101,8 +145,10 @@ def export_model(
     check_inputs: np.ndarray,
     min_agreement: float = 0.99,
     calibration: Sequence[np.ndarray] | None = None,
+    float_stem: bool = False,
 ) -> dict[str, Any]:
-    """Convert the folder's Keras model, check it, and add it to the folder and card."""
+    """Convert the folder's Keras model, check it, and add it to the folder and card
+    (`float_stem`: see `convert`)."""
     import keras
 
     from marco_svc.nets.runner import serving_model
@@ -115,7 +161,8 @@ def export_model(
 
     model = keras.saving.load_model(folder / card.artifacts["keras"].file, compile=False)
     serving = serving_model(model, list(card.heads))
-    flatbuffer = convert(serving, fmt, calibration if calibration is not None else check_inputs)
+    representative = calibration if calibration is not None else check_inputs
+    flatbuffer = convert(serving, fmt, representative, float_stem and fmt == "tflite-int8")
     target = folder / FILES[fmt]
     staged = folder / f".{FILES[fmt]}.new"
     staged.write_bytes(flatbuffer)
@@ -138,6 +185,8 @@ def export_model(
     if lite_preprocessing.FORMAT not in card.artifacts:
         lite_preprocessing.add_to(card, folder)
     figures["bytes"] = target.stat().st_size
+    if float_stem and fmt == "tflite-int8":
+        figures["float_stem"] = True
     card.exports[fmt] = figures
     card.save(folder)
     return figures

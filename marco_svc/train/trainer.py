@@ -503,7 +503,14 @@ def train(
         inputs = predict_inputs(check_set, card, config.export.check_images)
     for fmt in config.export.formats:
         tick = time.perf_counter()
-        figures = export_model(card, out, fmt, inputs, config.export.min_agreement)
+        figures = export_model(
+            card,
+            out,
+            fmt,
+            inputs,
+            config.export.min_agreement,
+            float_stem=config.export.float_stem,
+        )
         seconds[f"export_{fmt}"] = time.perf_counter() - tick
         progress(f"exported {fmt}: top-1 agreement {figures['top1_agreement']}")
     seconds["total"] = time.perf_counter() - started
