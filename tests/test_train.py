@@ -140,6 +140,12 @@ def test_cli_registers_and_exports_fp32_that_agrees(tmp_path: Path) -> None:
     assert "top-1 agreement marco4 100.00%, merck10 100.00%" in done.stdout
     card = (tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text()
     assert "model-fp32.tflite" in card
+    done = run_cli("models", "export", "tiny:1", "--format", "tflite-int8", "--float-stem",
+                   "--count", "12", "--min-agreement", "0", "--json", env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["float_stem"] is True
+    card = json.loads((tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text())
+    assert card["exports"]["tflite-int8"]["float_stem"] is True
     plate = _one_jpeg(tmp_path / "plate").parent
     scored = run_cli("score", "--model", "tiny:1", str(plate), env=env)
     assert scored.returncode == 0, scored.stderr
@@ -148,7 +154,7 @@ def test_cli_registers_and_exports_fp32_that_agrees(tmp_path: Path) -> None:
                       env=env)  # fmt: skip
     assert checked.returncode == 0, checked.stderr
     shares = json.loads(checked.stdout)["shares"]
-    assert set(shares) == {"keras", "tflite-fp32"}
+    assert set(shares) == {"keras", "tflite-fp32", "tflite-int8"}
     assert shares["keras"]["images"] == 1
     assert sum(shares["keras"]["marco4"].values()) == pytest.approx(1.0)
     card = json.loads((tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text())
@@ -157,7 +163,11 @@ def test_cli_registers_and_exports_fp32_that_agrees(tmp_path: Path) -> None:
                     env=env)  # fmt: skip
     assert again.returncode == 0, again.stderr
     card = json.loads((tmp_path / "data" / "models" / "tiny" / "1" / "card.json").read_text())
-    assert set(card["metrics"]["unlabelled_plates"]["plate"]) == {"keras", "tflite-fp32"}
+    assert set(card["metrics"]["unlabelled_plates"]["plate"]) == {
+        "keras",
+        "tflite-fp32",
+        "tflite-int8",
+    }
 
 
 def _one_jpeg(tmp_path: Path) -> Path:

@@ -196,6 +196,11 @@ def _jpegs(folder: Path) -> list[bytes]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write a copy of the model with the export into this new folder (not registered).",
 )
+@click.option(
+    "--float-stem",
+    is_flag=True,
+    help="int8: keep the ops that read the image in float32 (the rest int8).",
+)
 @json_option
 @pass_state
 def export(
@@ -206,6 +211,7 @@ def export(
     count: int,
     min_agreement: float,
     out: Path | None,
+    float_stem: bool,
     as_json: bool,
 ) -> None:
     """Export a model to TFLite, checked against its Keras model.
@@ -236,7 +242,9 @@ def export(
             folder = out or Path(tmp) / "model"
             shutil.copytree(model.folder, folder, dirs_exist_ok=True)
         try:
-            figures = export_model(ModelCard.load(folder), folder, fmt, inputs, min_agreement)
+            figures = export_model(
+                ModelCard.load(folder), folder, fmt, inputs, min_agreement, float_stem=float_stem
+            )
         except ExportRefused as exc:
             if out is not None:
                 shutil.rmtree(out, ignore_errors=True)
