@@ -62,6 +62,7 @@ default-model: install
 	  --out var/default-model/stage1 --no-register
 	MARCO_DATA_DIR=$(CURDIR)/var/default-model $(BIN)/marco-svc train \
 	  models/presets/default-focus.toml --out models/default/1 --no-register
+	cp var/default-model/stage1/history.csv models/default/1/history-stage1.csv
 	@if [ -d "$(SHARED_PLATE)" ]; then $(BIN)/marco-svc models check-plate models/default/1 \
 	  "$(SHARED_PLATE)" --record; fi
 
