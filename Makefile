@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SHARED_PLATE := $(CURDIR)/../shared/data/formulatrix_90j8
+SHARED_CRYSTALS := $(CURDIR)/../shared/data/chimp_crystal_refs
 HOST ?= $(or $(MARCO_HOST),127.0.0.1)
 PORT ?= $(or $(MARCO_PORT),8080)
 # `make run` keeps its data where every `marco-svc` command looks (MARCO_DATA_DIR, else the
@@ -65,6 +66,8 @@ default-model: install
 	cp var/default-model/stage1/history.csv models/default/1/history-stage1.csv
 	@if [ -d "$(SHARED_PLATE)" ]; then $(BIN)/marco-svc models check-plate models/default/1 \
 	  "$(SHARED_PLATE)" --record; fi
+	@if [ -d "$(SHARED_CRYSTALS)" ]; then $(BIN)/marco-svc models check-plate models/default/1 \
+	  "$(SHARED_CRYSTALS)" --record; fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache *.egg-info

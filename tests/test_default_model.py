@@ -23,11 +23,11 @@ from marco_svc.scoring.engine import ScoringEngine
 from marco_svc.scoring.heatmaps import keras_model
 from marco_svc.scoring.saliency import SmoothGradParams, grown_box, mass_inside, smoothgrad
 from marco_svc.synth.render import render_drop
-from tests.conftest import needs_shared
+from tests.conftest import REAL_PLATE, SHARED, needs_shared
 
 pytestmark = pytest.mark.slow
 
-REAL_PLATE = Path(__file__).resolve().parents[2] / "shared/data/formulatrix_90j8"
+CRYSTAL_REFS = SHARED / "data" / "chimp_crystal_refs"  # a look reference, never trained on
 # One large crystal each, drawn at the imager's full frame; the seeds are the first tried.
 LARGE_CRYSTAL_SEEDS = range(101, 111)
 
@@ -121,3 +121,18 @@ def test_on_the_real_clear_plate_it_calls_few_crystals_as_its_card_says(
     recorded = default.card.metrics["unlabelled_plates"][REAL_PLATE.name]["tflite-int8"]
     assert measured == pytest.approx(recorded[MARCO4])
     assert measured[CRYSTALS] <= 0.05
+
+
+@needs_shared(CRYSTAL_REFS)
+@pytest.mark.shared
+def test_both_real_crystal_references_are_called_crystals_as_its_card_says(
+    default: registry.StoredModel,
+) -> None:
+    from marco_svc.train.plate_check import top_label_shares
+
+    files = sorted(CRYSTAL_REFS.glob("*.jpg"))
+    assert len(files) == 2
+    measured = top_label_shares(default, files, "tflite-int8")[MARCO4]
+    recorded = default.card.metrics["unlabelled_plates"][CRYSTAL_REFS.name]["tflite-int8"]
+    assert measured == pytest.approx(recorded[MARCO4])
+    assert measured[CRYSTALS] == 1.0
