@@ -153,8 +153,8 @@ def test_the_calibration_round_trips_through_the_card(tmp_path: Path) -> None:
 
 def test_a_card_without_calibration_loads_and_saves_as_before(tmp_path: Path) -> None:
     shipped = json.loads((ROOT / "models" / "default" / "1" / "card.json").read_text())
-    assert "calibration" not in shipped
-    card = ModelCard.from_dict(shipped)
+    old = {key: value for key, value in shipped.items() if key != "calibration"}
+    card = ModelCard.from_dict(old)
     assert card.calibration == {}
     assert "calibration" not in card.to_dict(), "an old card is written without the key"
 
