@@ -1,9 +1,10 @@
 """Export a Keras model to TFLite (fp32, fp16, full-integer int8) and check the export.
 
 The TFLite file has one signature whose outputs are named by scheme (`marco4`, `merck10`),
-which is what `LiteRTRunner` reads. int8 is full-integer (int8 input and output too)
-calibrated on a representative set of preprocessed inputs; its average pools become
-depthwise convolutions first (`pool_rewrite`), so LiteRT's XNNPACK runs the whole graph.
+which is what `LiteRTRunner` reads. int8 is full-integer (int8 input and output too,
+unless `float_stem`) calibrated on a representative set of preprocessed inputs; its average
+pools become depthwise convolutions first (`pool_rewrite`), so LiteRT's XNNPACK runs the
+whole graph.
 With `float_stem` the ops that read the image stay float32 (float input, quantized after
 the first layer): on one-channel drop images the stem's int8 input rounding was the
 largest error in the graph (its output off by 0.74 quantization steps), enough to flip

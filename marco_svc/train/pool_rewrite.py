@@ -67,8 +67,8 @@ def _taps_inside(size: int, kernel: int, stride: int) -> np.ndarray:
 
 def _rewritable(layer: keras.layers.AveragePooling2D) -> bool:
     """Channels last, equal strides, and a static size where SAME padding needs the border
-    map. TensorFlow's own depthwise kernel (used when oneDNN is off, as on CPUs without
-    AVX-512) refuses unequal row and column strides."""
+    map. TensorFlow's own depthwise kernel, used when oneDNN is off (TF_ENABLE_ONEDNN_OPTS=0,
+    or a CPU on which TensorFlow does not turn it on), refuses unequal strides."""
     if layer.data_format != "channels_last" or len(set(layer.strides)) != 1:
         return False
     return layer.padding != "same" or None not in tuple(layer.input.shape)[1:3]
