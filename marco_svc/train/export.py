@@ -163,7 +163,8 @@ def export_model(
     model = keras.saving.load_model(folder / card.artifacts["keras"].file, compile=False)
     serving = serving_model(model, list(card.heads))
     representative = calibration if calibration is not None else check_inputs
-    flatbuffer = convert(serving, fmt, representative, float_stem and fmt == "tflite-int8")
+    float_stem = float_stem and fmt == "tflite-int8"
+    flatbuffer = convert(serving, fmt, representative, float_stem)
     target = folder / FILES[fmt]
     staged = folder / f".{FILES[fmt]}.new"
     staged.write_bytes(flatbuffer)
@@ -186,7 +187,7 @@ def export_model(
     if lite_preprocessing.FORMAT not in card.artifacts:
         lite_preprocessing.add_to(card, folder)
     figures["bytes"] = target.stat().st_size
-    if float_stem and fmt == "tflite-int8":
+    if float_stem:
         figures["float_stem"] = True
     card.exports[fmt] = figures
     card.save(folder)
